@@ -4,3 +4,4 @@ pub mod state;
 pub mod decide;
 pub mod store;
 pub mod ledger;
+pub mod runner;

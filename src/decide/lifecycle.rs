@@ -186,9 +186,14 @@ pub fn start_runner(
         max_parallel,
     }];
     let jobs = state.jobs_of(wf);
-    if jobs.iter().all(|j| j.status == JobStatus::Uninitialized) {
-        let init = initialize(state, workflow_id, InitKind::Init)?;
-        out.extend(init);
+    let busy = running_count(state, wf) > 0;
+    if !busy && jobs.iter().all(|j| j.status == JobStatus::Uninitialized) {
+        out.extend(initialize(state, workflow_id, InitKind::Init)?);
+        return Ok(out);
+    }
+    if !busy && jobs.iter().any(|j| j.status == JobStatus::Uninitialized) {
+        // After `reset-status`: the reset jobs start a new run.
+        out.extend(initialize(state, workflow_id, InitKind::Reinit)?);
         return Ok(out);
     }
     for j in jobs {

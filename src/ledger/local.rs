@@ -230,6 +230,14 @@ impl LocalLedger {
         })
     }
 
+    pub fn runner_view(&self, workflow_id: WorkflowId) -> Result<crate::state::RunnerView, LedgerError> {
+        self.state
+            .lock()
+            .unwrap()
+            .runner_view(workflow_id)
+            .ok_or_else(|| DecideError::UnknownWorkflow(workflow_id).into())
+    }
+
     pub fn last_seq(&self) -> Seq {
         self.state.lock().unwrap().last_seq
     }

@@ -14,7 +14,7 @@ pub use local::LocalLedger;
 use crate::decide::{Command, DecideError};
 use crate::event::{Actor, Event};
 use crate::model::{Seq, WorkflowId};
-use crate::state::{Job, State, Workflow};
+use crate::state::{Job, RunnerView, State, Workflow};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -184,6 +184,13 @@ impl Ledger {
         match self {
             Ledger::Local(l) => l.state(at),
             Ledger::Remote(r) => r.state(at),
+        }
+    }
+
+    pub fn runner_view(&self, workflow_id: WorkflowId) -> Result<RunnerView, LedgerError> {
+        match self {
+            Ledger::Local(l) => l.runner_view(workflow_id),
+            Ledger::Remote(r) => r.runner_view(workflow_id),
         }
     }
 

@@ -20,6 +20,7 @@ enum Request {
     Execute(Command, Ctx),
     State(Option<Seq>),
     View(WorkflowId),
+    RunnerView(WorkflowId),
     Events(Seq, Option<Seq>, u64),
     Verify(Option<Seq>),
     LastSeq,
@@ -33,6 +34,7 @@ enum Response {
     Appended(Appended),
     State(Box<State>),
     View(Box<WorkflowView>),
+    RunnerView(Box<crate::state::RunnerView>),
     Events(Vec<Event>),
     Verify(VerifyReport),
     Seq(Seq),
@@ -102,6 +104,9 @@ fn handle(ledger: Arc<LocalLedger>, mut conn: UnixStream) {
             Request::Execute(cmd, ctx) => ledger.execute(cmd, ctx).map(Response::Appended),
             Request::State(at) => ledger.state(at).map(|s| Response::State(Box::new(s))),
             Request::View(wf) => ledger.view(wf).map(|v| Response::View(Box::new(v))),
+            Request::RunnerView(wf) => ledger
+                .runner_view(wf)
+                .map(|v| Response::RunnerView(Box::new(v))),
             Request::Events(from, to, limit) => ledger
                 .events(from, to, limit as usize)
                 .map(Response::Events),
@@ -185,6 +190,13 @@ impl RemoteLedger {
     pub fn view(&self, wf: WorkflowId) -> Result<WorkflowView, LedgerError> {
         match self.call(Request::View(wf))? {
             Response::View(v) => Ok(*v),
+            _ => Err(Self::unexpected()),
+        }
+    }
+
+    pub fn runner_view(&self, wf: WorkflowId) -> Result<crate::state::RunnerView, LedgerError> {
+        match self.call(Request::RunnerView(wf))? {
+            Response::RunnerView(v) => Ok(*v),
             _ => Err(Self::unexpected()),
         }
     }

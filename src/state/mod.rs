@@ -441,3 +441,73 @@ pub fn describe_why(why: &Why) -> String {
         Why::Undo => "undo".into(),
     }
 }
+
+/// What a runner needs to know about a workflow to make progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunnerView {
+    pub workflow_id: WorkflowId,
+    pub workflow_name: String,
+    pub run_id: u64,
+    pub submit_dir: String,
+    /// Ready jobs, highest priority first, then by id.
+    pub ready: Vec<ReadyJob>,
+    pub counts: BTreeMap<JobStatus, usize>,
+    pub last_seq: Seq,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyJob {
+    pub job_id: JobId,
+    pub name: String,
+    pub command: String,
+    /// Workflow env, then job env (job wins).
+    pub env: Vec<(String, String)>,
+    pub attempt_id: u32,
+    pub priority: i64,
+    pub runtime_seconds: u64,
+    pub memory_bytes: u64,
+    pub owed_script: Option<(String, i64)>,
+}
+
+impl State {
+    pub fn runner_view(&self, workflow_id: WorkflowId) -> Option<RunnerView> {
+        let wf = self.workflow(workflow_id)?;
+        let mut ready: Vec<ReadyJob> = self
+            .jobs_of(wf)
+            .iter()
+            .filter(|j| j.status == JobStatus::Ready)
+            .map(|j| {
+                let def = &wf.def.jobs[j.index as usize];
+                let rr = self.effective_resources(j);
+                let mut env: Vec<(String, String)> = wf
+                    .def
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                ReadyJob {
+                    job_id: j.id,
+                    name: def.name.clone(),
+                    command: def.command.clone(),
+                    env,
+                    attempt_id: j.attempt_id,
+                    priority: def.priority,
+                    runtime_seconds: rr.runtime_seconds,
+                    memory_bytes: rr.memory_bytes,
+                    owed_script: j.owed_script.clone(),
+                }
+            })
+            .collect();
+        ready.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.job_id.cmp(&b.job_id)));
+        Some(RunnerView {
+            workflow_id,
+            workflow_name: wf.def.name.clone(),
+            run_id: wf.run_id,
+            submit_dir: wf.def.submit_dir.clone(),
+            ready,
+            counts: self.counts_by_status(wf),
+            last_seq: self.last_seq,
+        })
+    }
+}
