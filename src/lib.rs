@@ -5,3 +5,5 @@ pub mod decide;
 pub mod store;
 pub mod ledger;
 pub mod runner;
+pub mod spec;
+pub mod cli;

@@ -64,10 +64,11 @@ pub fn undo(state: &State, target: Seq, batch: &[Event]) -> Result<Vec<Body>, De
             ))
         }
         _ => {
-            let why = match head.cause {
-                Some(c) => format!("it is part of event {c}; undo {c} instead"),
-                None => "it records what the runner observed; undo the decision that led to it"
-                    .into(),
+            let why = if head.index > 0 {
+                let h = head.seq - head.index as u64;
+                format!("it is part of event {h}; undo {h} instead")
+            } else {
+                "it records what the runner observed; undo the decision that led to it".into()
             };
             return Err(not_undoable(why));
         }

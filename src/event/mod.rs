@@ -6,6 +6,7 @@
 //! version with an upcaster in `codec`.
 
 pub mod codec;
+pub mod describe;
 
 use crate::model::{Action, JobId, JobStatus, Seq, WorkflowDef, WorkflowId};
 use serde::{Deserialize, Serialize};
@@ -59,8 +60,24 @@ impl Actor {
     pub fn current_user() -> Actor {
         let name = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(login_name);
         Actor::User { name }
+    }
+}
+
+/// The login name of this process's user, from the password database.
+fn login_name() -> String {
+    // SAFETY: getpwuid returns a pointer to static storage or null; we copy the name at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return format!("uid{}", libc::getuid());
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -280,8 +297,11 @@ pub struct Envelope {
     /// Milliseconds since the Unix epoch. Never part of the state digest.
     pub time_ms: u64,
     pub actor: Actor,
-    /// The event (or command's first event) that caused this one.
+    /// The event that caused this one. For the head of a command's batch it is what the
+    /// caller named (a runner session, a decision); for the rest of the batch it is the head.
     pub cause: Option<Seq>,
+    /// Position in its command's atomic batch: 0 for the head. The head is `seq - index`.
+    pub index: u32,
     pub idempotency_key: Option<String>,
     pub prev_hash: Hash,
     pub body: Body,

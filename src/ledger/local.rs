@@ -103,20 +103,31 @@ impl LocalLedger {
         Ok(Appended { seqs, replayed })
     }
 
+    /// What a command would append, without appending it (`undo --dry-run`).
+    pub fn preview(&self, cmd: Command) -> Result<Vec<crate::event::Body>, LedgerError> {
+        let state = self.state.lock().unwrap();
+        let cmd = self.resolve(cmd, state.last_seq)?;
+        Ok(decide(&state, &cmd)?)
+    }
+
+    fn resolve(&self, cmd: Command, last: Seq) -> Result<Command, LedgerError> {
+        Ok(match cmd {
+            // The undo rules need the target's batch; read it from the log.
+            Command::Undo { target, .. } => Command::Undo {
+                target,
+                batch: self.batch_of(target, last)?,
+            },
+            c => c,
+        })
+    }
+
     fn append_locked(
         &self,
         state: &mut State,
         cmd: Command,
         ctx: &Ctx,
     ) -> Result<Vec<Seq>, LedgerError> {
-        let cmd = match cmd {
-            // The undo rules need the target's batch; read it from the log.
-            Command::Undo { target, .. } => Command::Undo {
-                target,
-                batch: self.batch_of(target, state.last_seq)?,
-            },
-            c => c,
-        };
+        let cmd = self.resolve(cmd, state.last_seq)?;
         let bodies = decide(state, &cmd)?;
         if bodies.is_empty() {
             return Ok(Vec::new());
@@ -133,6 +144,7 @@ impl LocalLedger {
                 time_ms,
                 actor: ctx.actor.clone(),
                 cause: if i == 0 { ctx.cause } else { Some(first) },
+                index: i as u32,
                 idempotency_key: ctx.idempotency_key.clone(),
                 prev_hash: prev,
                 body,
@@ -189,7 +201,7 @@ impl LocalLedger {
         let mut out = Vec::new();
         for ev in self.store.range(target, last, false) {
             let ev = ev?;
-            if ev.seq != target && ev.cause != Some(target) {
+            if ev.seq != target && ev.index == 0 {
                 break;
             }
             out.push(ev);

@@ -179,6 +179,14 @@ impl Ledger {
         }
     }
 
+    /// What a command would append, without appending anything.
+    pub fn preview(&self, cmd: Command) -> Result<Vec<crate::event::Body>, LedgerError> {
+        match self {
+            Ledger::Local(l) => l.preview(cmd),
+            Ledger::Remote(r) => r.preview(cmd),
+        }
+    }
+
     /// State now (`at: None`) or as of event `at`.
     pub fn state(&self, at: Option<Seq>) -> Result<State, LedgerError> {
         match self {

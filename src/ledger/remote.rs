@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 enum Request {
     Ping,
     Execute(Command, Ctx),
+    Preview(Command),
     State(Option<Seq>),
     View(WorkflowId),
     RunnerView(WorkflowId),
@@ -32,6 +33,7 @@ enum Request {
 enum Response {
     Pong,
     Appended(Appended),
+    Bodies(Vec<crate::event::Body>),
     State(Box<State>),
     View(Box<WorkflowView>),
     RunnerView(Box<crate::state::RunnerView>),
@@ -102,6 +104,7 @@ fn handle(ledger: Arc<LocalLedger>, mut conn: UnixStream) {
         let resp: Result<Response, LedgerError> = match req {
             Request::Ping => Ok(Response::Pong),
             Request::Execute(cmd, ctx) => ledger.execute(cmd, ctx).map(Response::Appended),
+            Request::Preview(cmd) => ledger.preview(cmd).map(Response::Bodies),
             Request::State(at) => ledger.state(at).map(|s| Response::State(Box::new(s))),
             Request::View(wf) => ledger.view(wf).map(|v| Response::View(Box::new(v))),
             Request::RunnerView(wf) => ledger
@@ -176,6 +179,20 @@ impl RemoteLedger {
         };
         match self.call(Request::Execute(cmd, ctx))? {
             Response::Appended(a) => Ok(a),
+            _ => Err(Self::unexpected()),
+        }
+    }
+
+    pub fn preview(&self, cmd: Command) -> Result<Vec<crate::event::Body>, LedgerError> {
+        let cmd = match cmd {
+            Command::Undo { target, .. } => Command::Undo {
+                target,
+                batch: Vec::new(),
+            },
+            c => c,
+        };
+        match self.call(Request::Preview(cmd))? {
+            Response::Bodies(b) => Ok(b),
             _ => Err(Self::unexpected()),
         }
     }

@@ -2,6 +2,7 @@
 //! records every start and end through the ledger, and returns as soon as nothing can make
 //! progress.
 
+pub mod logs;
 pub mod process;
 
 use crate::decide::{Command, DecideError};

@@ -80,8 +80,16 @@ pub fn wait(pid: i32) -> std::io::Result<ProcessExit> {
     } else {
         (libc::WEXITSTATUS(status) as i64, None)
     };
-    // Linux reports ru_maxrss in KiB.
-    let peak = (usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * 1024);
+    // Linux reports ru_maxrss in KiB. The kernel charges a new process with its parent's peak
+    // until it execs (vfork/fork share or copy our memory), so a value at or below our own peak
+    // says nothing about the job: report it as unknown rather than a wrong number.
+    let own_peak = {
+        let mut me: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct we own.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut me) };
+        me.ru_maxrss
+    };
+    let peak = (usage.ru_maxrss > own_peak).then(|| usage.ru_maxrss as u64 * 1024);
     Ok(ProcessExit {
         return_code,
         signal,
