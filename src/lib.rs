@@ -1,9 +1,9 @@
-pub mod model;
-pub mod event;
-pub mod state;
+pub mod cli;
 pub mod decide;
-pub mod store;
+pub mod event;
 pub mod ledger;
+pub mod model;
 pub mod runner;
 pub mod spec;
-pub mod cli;
+pub mod state;
+pub mod store;

@@ -156,7 +156,11 @@ fn read_items(a: &ClassifyArgs) -> Result<Vec<Classification>, CliError> {
             e
         });
     }
-    let action = a.action.as_deref().and_then(Action::parse).expect("clap checked");
+    let action = a
+        .action
+        .as_deref()
+        .and_then(Action::parse)
+        .expect("clap checked");
     let memory_bytes = a
         .memory
         .as_deref()
@@ -299,10 +303,7 @@ pub fn classify(cli: &Cli, out: &Out, a: &ClassifyArgs) -> CliResult {
                 appended.head()
             ));
             if items.iter().any(|i| i.action == Action::Retry) {
-                out.line(format!(
-                    "next: torc-ledger workflows run {}",
-                    a.workflow_id
-                ));
+                out.line(format!("next: torc-ledger workflows run {}", a.workflow_id));
             }
         }
         if appended.replayed {
@@ -394,7 +395,10 @@ pub fn proposals(cli: &Cli, out: &Out, c: &ProposalsCmd) -> CliResult {
                 },
             )?;
             let s = ledger.state(None)?;
-            let p = s.proposals.get(proposal_id).expect("applied proposal exists");
+            let p = s
+                .proposals
+                .get(proposal_id)
+                .expect("applied proposal exists");
             if out.json() {
                 out.print_json(&json!({
                     "proposal_id": proposal_id,

@@ -70,7 +70,9 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
             };
             let ledger = open_existing(cli)?;
             let s = read_state(cli, &ledger)?;
-            let wf = s.workflow(*workflow_id).ok_or_else(|| unknown_wf(*workflow_id))?;
+            let wf = s
+                .workflow(*workflow_id)
+                .ok_or_else(|| unknown_wf(*workflow_id))?;
             let jobs: Vec<&Job> = s
                 .jobs_of(wf)
                 .iter()
@@ -204,7 +206,10 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
                                 e.duration_ms as f64 / 1000.0,
                                 if e.timed_out { ", timed out" } else { "" },
                                 e.peak_memory_bytes
-                                    .map(|p| format!(", peak memory {}", crate::event::describe::human_bytes(p)))
+                                    .map(|p| format!(
+                                        ", peak memory {}",
+                                        crate::event::describe::human_bytes(p)
+                                    ))
                                     .unwrap_or_default()
                             ),
                         }
@@ -217,7 +222,11 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
                         d["action"].as_str().unwrap_or("?"),
                         d["actor"].as_str().unwrap_or("?"),
                         d["reason"].as_str().unwrap_or(""),
-                        if d["undone_by"].is_null() { "" } else { " (undone)" }
+                        if d["undone_by"].is_null() {
+                            ""
+                        } else {
+                            " (undone)"
+                        }
                     ));
                 }
                 if let Some(Ok(t)) = tail {

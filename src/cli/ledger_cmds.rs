@@ -5,7 +5,7 @@ use super::{exit, no_at, open_existing, Cli, CliError, CliResult};
 use crate::decide::{Command, DecideError};
 use crate::event::codec::ExportLine;
 use crate::event::describe::describe;
-use crate::event::{Body, Event, Envelope};
+use crate::event::{Body, Envelope, Event};
 use crate::ledger::{Ctx, Ledger, LedgerError, LocalLedger};
 use crate::model::{JobId, Seq, WorkflowId};
 use crate::state::State;
@@ -64,10 +64,7 @@ pub fn workflow_of(s: &State, b: &Body) -> Option<WorkflowId> {
         | Body::ClassificationApplied { workflow_id, .. }
         | Body::RunnerStarted { workflow_id, .. }
         | Body::RunnerStopped { workflow_id, .. } => Some(*workflow_id),
-        Body::Undone { target } => s
-            .classifications
-            .get(target)
-            .map(|c| c.workflow_id),
+        Body::Undone { target } => s.classifications.get(target).map(|c| c.workflow_id),
         _ => b.job_id().and_then(|j| s.job(j)).map(|j| j.workflow_id),
     }
 }
@@ -201,7 +198,11 @@ pub fn show(cli: &Cli, out: &Out, a: &ShowArgs) -> CliResult {
                     "    job {}: {} — {}",
                     it.job_id,
                     it.action.as_str(),
-                    if it.reason.is_empty() { "(no reason given)" } else { &it.reason }
+                    if it.reason.is_empty() {
+                        "(no reason given)"
+                    } else {
+                        &it.reason
+                    }
                 ));
             }
         }
@@ -248,7 +249,11 @@ pub fn replay(cli: &Cli, out: &Out, a: &ReplayArgs) -> CliResult {
         if let Some(m) = matches_live {
             out.line(format!(
                 "live:     {}",
-                if m { "replayed state equals the live state" } else { "DIFFERS from the live state" }
+                if m {
+                    "replayed state equals the live state"
+                } else {
+                    "DIFFERS from the live state"
+                }
             ));
         }
     }
@@ -304,7 +309,11 @@ pub fn undo(cli: &Cli, out: &Out, a: &UndoArgs) -> CliResult {
                 })).collect::<Vec<_>>(),
             }));
         } else {
-            out.line(format!("undo {} would append {} events:", a.seq, bodies.len()));
+            out.line(format!(
+                "undo {} would append {} events:",
+                a.seq,
+                bodies.len()
+            ));
             for (i, b) in bodies.iter().enumerate() {
                 out.line(format!("  {}", describe(&fake(b, i), &name)));
             }
@@ -315,7 +324,11 @@ pub fn undo(cli: &Cli, out: &Out, a: &UndoArgs) -> CliResult {
     let appended = ledger
         .execute(cmd, Ctx::user())
         .map_err(|e| undo_error(&ledger, e))?;
-    let evs = ledger.events(appended.head(), appended.seqs.last().copied(), appended.seqs.len())?;
+    let evs = ledger.events(
+        appended.head(),
+        appended.seqs.last().copied(),
+        appended.seqs.len(),
+    )?;
     if out.json() {
         out.print_json(&json!({
             "target": a.seq,
@@ -351,7 +364,8 @@ fn undo_error(ledger: &Ledger, e: LedgerError) -> CliError {
             .map(|ev| format!("{} ({})", ev.seq, ev.body.kind()))
             .collect();
         let mut ce = CliError::from(e);
-        ce.message.push_str(&format!("\nlater events in the way: {}", later.join(", ")));
+        ce.message
+            .push_str(&format!("\nlater events in the way: {}", later.join(", ")));
         return ce;
     }
     e.into()
@@ -385,18 +399,20 @@ pub fn import(cli: &Cli, out: &Out, a: &ImportArgs) -> CliResult {
     let reader: Box<dyn BufRead> = if a.file.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(&a.file).map_err(|e| {
-            CliError::bad_input(format!("cannot read {}: {e}", a.file.display()))
-        })?))
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&a.file).map_err(|e| {
+                CliError::bad_input(format!("cannot read {}: {e}", a.file.display()))
+            })?,
+        ))
     };
     let local = match LocalLedger::open(&cli.ledger) {
         Ok(l) => l,
         Err(LedgerError::Busy(_)) => {
             return Err(CliError::bad_input(format!(
-                "the ledger at {} is in use by {}; import into a new, unused directory with --ledger",
-                cli.ledger.display(),
-                crate::ledger::owner_description(&cli.ledger)
-            )))
+            "the ledger at {} is in use by {}; import into a new, unused directory with --ledger",
+            cli.ledger.display(),
+            crate::ledger::owner_description(&cli.ledger)
+        )))
         }
         Err(e) => return Err(e.into()),
     };

@@ -56,7 +56,12 @@ Start with `torc-ledger demo`, or `torc-ledger run workflow.yaml`.";
 )]
 pub struct Cli {
     /// Ledger directory (the sled event log lives here).
-    #[arg(long, env = "TORC_LEDGER_DIR", default_value = "torc_ledger", global = true)]
+    #[arg(
+        long,
+        env = "TORC_LEDGER_DIR",
+        default_value = "torc_ledger",
+        global = true
+    )]
     pub ledger: PathBuf,
     /// Where job logs go (`<dir>/job_stdio/job_wf{W}_j{J}_r{R}_a{A}.o|.e`).
     #[arg(short = 'o', long, default_value = "torc_output", global = true)]

@@ -184,11 +184,11 @@ pub fn status_json(
     wf: WorkflowId,
     at: Option<u64>,
 ) -> Result<Value, CliError> {
-    let w = state
-        .workflow(wf)
-        .ok_or_else(|| CliError::from(crate::ledger::LedgerError::from(
+    let w = state.workflow(wf).ok_or_else(|| {
+        CliError::from(crate::ledger::LedgerError::from(
             crate::decide::DecideError::UnknownWorkflow(wf),
-        )))?;
+        ))
+    })?;
     let counts = state.counts_by_status(w);
     let by: serde_json::Map<String, Value> = counts
         .iter()

@@ -253,7 +253,11 @@ pub fn status(cli: &Cli, out: &Out, a: &StatusArgs) -> CliResult {
             w.def.name,
             w.run_id,
             w.def.jobs.len(),
-            if s.is_complete(w) { "complete" } else { "not complete" }
+            if s.is_complete(w) {
+                "complete"
+            } else {
+                "not complete"
+            }
         ));
         let rows: Vec<Vec<String>> = s
             .counts_by_status(w)

@@ -45,7 +45,9 @@ pub fn validate(
             reason,
         };
         if !seen.insert(it.job_id) {
-            errors.push(err("classified twice in the same request; give each job once".into()));
+            errors.push(err(
+                "classified twice in the same request; give each job once".into(),
+            ));
             continue;
         }
         let Some(job) = state.job(it.job_id) else {
@@ -92,7 +94,12 @@ pub fn classify(state: &State, req: &ClassifyRequest) -> Result<Vec<Body>, Decid
         let job_versions = req
             .items
             .iter()
-            .map(|it| (it.job_id, state.job(it.job_id).map(|j| j.last_seq).unwrap_or(0)))
+            .map(|it| {
+                (
+                    it.job_id,
+                    state.job(it.job_id).map(|j| j.last_seq).unwrap_or(0),
+                )
+            })
             .collect();
         return Ok(vec![Body::ProposalRecorded {
             workflow_id: req.workflow_id,
@@ -135,7 +142,13 @@ pub fn apply_proposal(state: &State, proposal_id: Seq) -> Result<Vec<Body>, Deci
         });
     }
     validate(state, p.workflow_id, &p.items)?;
-    Ok(effects(state, p.workflow_id, Some(proposal_id), &p.items, None))
+    Ok(effects(
+        state,
+        p.workflow_id,
+        Some(proposal_id),
+        &p.items,
+        None,
+    ))
 }
 
 /// The batch for validated items: the head, then per job its override, its status change and,

@@ -111,7 +111,9 @@ pub fn initialize(
     let cascaded: std::collections::HashMap<JobId, (JobStatus, Why)> = cascade
         .into_iter()
         .filter_map(|b| match b {
-            Body::StatusChanged { job_id, to, why, .. } => Some((job_id, (to, why))),
+            Body::StatusChanged {
+                job_id, to, why, ..
+            } => Some((job_id, (to, why))),
             _ => None,
         })
         .collect();

@@ -110,11 +110,7 @@ pub enum DecideError {
     #[error("event {0} does not exist")]
     UnknownEvent(Seq),
     #[error("event {seq} ({kind}) cannot be undone: {why}")]
-    NotUndoable {
-        seq: Seq,
-        kind: String,
-        why: String,
-    },
+    NotUndoable { seq: Seq, kind: String, why: String },
     #[error("cannot undo event {target}: later events changed what it changed ({}). Undo those first, newest first", format_in_way(.in_the_way))]
     UndoBlocked {
         target: Seq,
@@ -174,7 +170,9 @@ pub fn decide(state: &State, cmd: &Command) -> Result<Vec<Body>, DecideError> {
             spec_digest: spec_digest.clone(),
             def: def.clone(),
         }]),
-        Command::Initialize { workflow_id, kind } => lifecycle::initialize(state, *workflow_id, *kind),
+        Command::Initialize { workflow_id, kind } => {
+            lifecycle::initialize(state, *workflow_id, *kind)
+        }
         Command::ResetStatus {
             workflow_id,
             failed_only,
@@ -246,7 +244,10 @@ impl<'a> Overlay<'a> {
 }
 
 fn state_status(state: &State, job: JobId) -> JobStatus {
-    state.job(job).map(|j| j.status).unwrap_or(JobStatus::Uninitialized)
+    state
+        .job(job)
+        .map(|j| j.status)
+        .unwrap_or(JobStatus::Uninitialized)
 }
 
 /// Something that changed job `job_id`'s status now releases its blocked dependents: each whose
@@ -258,7 +259,9 @@ pub(crate) fn release_dependents(ov: &mut Overlay, job_id: JobId, out: &mut Vec<
         Some(j) => j,
         None => return,
     };
-    let wf = state.workflow(job.workflow_id).expect("job of a known workflow");
+    let wf = state
+        .workflow(job.workflow_id)
+        .expect("job of a known workflow");
     let mut queue = vec![job.index];
     while let Some(idx) = queue.pop() {
         for &d in &wf.dependents[idx as usize] {

@@ -57,12 +57,10 @@ pub fn undo(state: &State, target: Seq, batch: &[Event]) -> Result<Vec<Body>, De
                     .into(),
             ))
         }
-        Body::ProposalRecorded { .. } => {
-            return Err(not_undoable(
-                "a proposal changes nothing; apply it with `torc-ledger proposals apply` or leave it"
-                    .into(),
-            ))
-        }
+        Body::ProposalRecorded { .. } => return Err(not_undoable(
+            "a proposal changes nothing; apply it with `torc-ledger proposals apply` or leave it"
+                .into(),
+        )),
         _ => {
             let why = if head.index > 0 {
                 let h = head.seq - head.index as u64;

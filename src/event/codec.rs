@@ -15,7 +15,9 @@ pub const CURRENT_VERSION: u8 = 1;
 pub enum CodecError {
     #[error("event record is too short ({0} bytes)")]
     Short(usize),
-    #[error("event format version {0} is newer than this torc-ledger understands; upgrade torc-ledger")]
+    #[error(
+        "event format version {0} is newer than this torc-ledger understands; upgrade torc-ledger"
+    )]
     UnknownVersion(u8),
     #[error("event payload does not decode: {0}")]
     Decode(String),

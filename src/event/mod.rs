@@ -101,7 +101,9 @@ pub enum Why {
     NoHandler,
     NoMatchingRule,
     /// An upstream job failed and this job has `cancel_on_blocking_job_failure`.
-    UpstreamFailed { upstream: JobId },
+    UpstreamFailed {
+        upstream: JobId,
+    },
     /// A classification decided it.
     Classified,
     /// `reset-status`.

@@ -242,7 +242,10 @@ impl LocalLedger {
         })
     }
 
-    pub fn runner_view(&self, workflow_id: WorkflowId) -> Result<crate::state::RunnerView, LedgerError> {
+    pub fn runner_view(
+        &self,
+        workflow_id: WorkflowId,
+    ) -> Result<crate::state::RunnerView, LedgerError> {
         self.state
             .lock()
             .unwrap()
@@ -273,9 +276,8 @@ impl LocalLedger {
         let until = until.unwrap_or(u64::MAX);
         let mut state = State::default();
         let mut prev = [0u8; 32];
-        let mut expected = 1u64;
         let mut first_bad = None;
-        for rec in self.store.raw_range(1, until) {
+        for (expected, rec) in (1u64..).zip(self.store.raw_range(1, until)) {
             let (seq, bytes) = rec?;
             if seq != expected {
                 first_bad = Some((expected, format!("event {expected} is missing")));
@@ -301,7 +303,6 @@ impl LocalLedger {
             }
             prev = ev.hash;
             state.apply(&ev);
-            expected += 1;
         }
         Ok(VerifyReport {
             events: state.last_seq,
@@ -313,7 +314,10 @@ impl LocalLedger {
     }
 
     /// Load an exported log into this empty ledger, all or nothing.
-    pub fn import(&self, lines: impl Iterator<Item = std::io::Result<String>>) -> Result<u64, LedgerError> {
+    pub fn import(
+        &self,
+        lines: impl Iterator<Item = std::io::Result<String>>,
+    ) -> Result<u64, LedgerError> {
         let mut state = self.state.lock().unwrap();
         if state.last_seq != 0 || !self.store.is_empty() {
             return Err(LedgerError::Invalid(format!(
@@ -336,8 +340,8 @@ impl LocalLedger {
                 seq: expected,
                 why: format!("line {}: {why}; nothing was imported", i + 1),
             };
-            let parsed: ExportLine =
-                serde_json::from_str(&line).map_err(|e| bad(format!("not an exported event: {e}")))?;
+            let parsed: ExportLine = serde_json::from_str(&line)
+                .map_err(|e| bad(format!("not an exported event: {e}")))?;
             let (env, claimed) = parsed
                 .to_envelope()
                 .ok_or_else(|| bad("a hash is not 64 hex digits".into()))?;

@@ -1,7 +1,9 @@
 //! The owner's endpoint: a Unix socket (mode 0600) in the ledger directory, and the client that
 //! other processes use. Frames are a u32 little-endian length and a bincode payload.
 
-use super::{Appended, Ctx, LedgerError, LocalLedger, VerifyReport, WorkflowView, OWNER_INFO, SOCKET};
+use super::{
+    Appended, Ctx, LedgerError, LocalLedger, VerifyReport, WorkflowView, OWNER_INFO, SOCKET,
+};
 use crate::decide::Command;
 use crate::event::Event;
 use crate::model::{Seq, WorkflowId};

@@ -32,7 +32,12 @@ pub fn parse_memory(s: &str) -> Result<u64, ResourceError> {
 
 /// The shortest exact memory string for a byte count (`2g`, `1536m`, `100`).
 pub fn format_memory(bytes: u64) -> String {
-    for (suffix, mult) in [("t", 1u64 << 40), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+    for (suffix, mult) in [
+        ("t", 1u64 << 40),
+        ("g", 1 << 30),
+        ("m", 1 << 20),
+        ("k", 1 << 10),
+    ] {
         if bytes >= mult && bytes % mult == 0 {
             return format!("{}{}", bytes / mult, suffix);
         }
@@ -138,7 +143,15 @@ mod tests {
         assert_eq!(parse_memory("2G").unwrap(), 2 << 30);
         assert_eq!(parse_memory("1024").unwrap(), 1024);
         assert_eq!(parse_memory("1t").unwrap(), 1 << 40);
-        for bad in ["", "g", "2gb", "-1m", "1.5g", "abc", "99999999999999999999t"] {
+        for bad in [
+            "",
+            "g",
+            "2gb",
+            "-1m",
+            "1.5g",
+            "abc",
+            "99999999999999999999t",
+        ] {
             assert!(parse_memory(bad).is_err(), "{bad} should be refused");
         }
         assert_eq!(format_memory(3 << 30), "3g");
@@ -154,7 +167,9 @@ mod tests {
         assert_eq!(parse_duration("P2W").unwrap(), 14 * 86400);
         assert_eq!(parse_duration("P0DT1M").unwrap(), 60);
         assert_eq!(parse_duration("PT1.5S").unwrap(), 2);
-        for bad in ["", "P", "PT", "30M", "PT30", "PTM", "PT1H2X", "P1H", "PT1M1H"] {
+        for bad in [
+            "", "P", "PT", "30M", "PT30", "PTM", "PT1H2X", "P1H", "PT1M1H",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
         assert_eq!(format_duration(9000), "PT2H30M");

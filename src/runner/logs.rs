@@ -48,6 +48,8 @@ mod tests {
         let t = tail(&p, 1000, 100).unwrap();
         assert!(t.lines().count() < 1000);
         assert!(t.ends_with("last line"));
-        assert!(t.lines().all(|l| l.starts_with("line") || l.starts_with("bad") || l == "last line"));
+        assert!(t
+            .lines()
+            .all(|l| l.starts_with("line") || l.starts_with("bad") || l == "last line"));
     }
 }

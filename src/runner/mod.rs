@@ -80,7 +80,13 @@ struct Running {
     deadline: Instant,
 }
 
-pub fn log_paths(out: &Path, wf: WorkflowId, job: JobId, run: u64, attempt: u32) -> (PathBuf, PathBuf) {
+pub fn log_paths(
+    out: &Path,
+    wf: WorkflowId,
+    job: JobId,
+    run: u64,
+    attempt: u32,
+) -> (PathBuf, PathBuf) {
     let dir = out.join("job_stdio");
     let base = format!("job_wf{wf}_j{job}_r{run}_a{attempt}");
     (dir.join(format!("{base}.o")), dir.join(format!("{base}.e")))
@@ -174,8 +180,13 @@ fn run_claimed(
                 .take(free)
                 .collect();
             for job in ready {
-                let (o, e) =
-                    log_paths(&opts.output_dir, workflow_id, job.job_id, view.run_id, job.attempt_id);
+                let (o, e) = log_paths(
+                    &opts.output_dir,
+                    workflow_id,
+                    job.job_id,
+                    view.run_id,
+                    job.attempt_id,
+                );
                 let started = ledger.execute(
                     Command::StartJob {
                         job_id: job.job_id,
@@ -198,8 +209,7 @@ fn run_claimed(
                     job.job_id,
                     Running {
                         pgid: None,
-                        deadline: Instant::now()
-                            + Duration::from_secs(job.runtime_seconds.max(1)),
+                        deadline: Instant::now() + Duration::from_secs(job.runtime_seconds.max(1)),
                     },
                 );
                 spawn_worker(
@@ -220,10 +230,7 @@ fn run_claimed(
         if running.is_empty() {
             // Re-read: our own starts may have changed nothing; is there still work?
             let again = ledger.runner_view(workflow_id)?;
-            if again.ready.is_empty()
-                || interrupted.load(Ordering::Relaxed)
-                || failure.is_some()
-            {
+            if again.ready.is_empty() || interrupted.load(Ordering::Relaxed) || failure.is_some() {
                 view = again;
                 break;
             }
@@ -304,10 +311,7 @@ pub fn reason_of(counts: &BTreeMap<JobStatus, usize>) -> StopReason {
     let n = |s: JobStatus| counts.get(&s).copied().unwrap_or(0);
     if n(JobStatus::PendingFailed) > 0 {
         StopReason::AwaitingClassification
-    } else if counts
-        .iter()
-        .any(|(s, c)| *c > 0 && !s.is_done())
-    {
+    } else if counts.iter().any(|(s, c)| *c > 0 && !s.is_done()) {
         StopReason::Stalled
     } else if n(JobStatus::Failed) + n(JobStatus::Canceled) + n(JobStatus::Terminated) > 0 {
         StopReason::Failed
@@ -337,13 +341,19 @@ fn spawn_worker(
             ("TORC_RUN_ID".to_string(), run_id.to_string()),
             ("TORC_JOB_ID".to_string(), job.job_id.to_string()),
             ("TORC_JOB_NAME".to_string(), job.name.clone()),
-            ("TORC_OUTPUT_DIR".to_string(), output_dir.display().to_string()),
+            (
+                "TORC_OUTPUT_DIR".to_string(),
+                output_dir.display().to_string(),
+            ),
             ("TORC_ATTEMPT_ID".to_string(), job.attempt_id.to_string()),
             (
                 "TORC_LEDGER_DIR".to_string(),
                 ledger.dir().display().to_string(),
             ),
-            ("TORC_WORKFLOW_SUBMISSION_DIR".to_string(), submit_dir.clone()),
+            (
+                "TORC_WORKFLOW_SUBMISSION_DIR".to_string(),
+                submit_dir.clone(),
+            ),
         ]);
         let ctx = Ctx::runner();
         let report = |res: Result<_, LedgerError>| {

@@ -112,7 +112,8 @@ impl State {
     }
 
     fn job_mut(&mut self, id: JobId) -> Option<&mut Job> {
-        id.checked_sub(1).and_then(|i| self.jobs.get_mut(i as usize))
+        id.checked_sub(1)
+            .and_then(|i| self.jobs.get_mut(i as usize))
     }
 
     pub fn next_workflow_id(&self) -> WorkflowId {
@@ -130,7 +131,9 @@ impl State {
 
     /// The job's resources: its spec group plus any per-job override.
     pub fn effective_resources(&self, job: &Job) -> ResourceRequirements {
-        let wf = self.workflow(job.workflow_id).expect("job of a known workflow");
+        let wf = self
+            .workflow(job.workflow_id)
+            .expect("job of a known workflow");
         let mut rr = wf.def.resources_of(&wf.def.jobs[job.index as usize]);
         if let Some(m) = job.resource_override.memory_bytes {
             rr.memory_bytes = m;
@@ -215,7 +218,10 @@ impl State {
                 run_id,
                 kind: InitKind::Init | InitKind::Reinit,
             } => {
-                if let Some(wf) = self.workflows.get_mut((*workflow_id as usize).wrapping_sub(1)) {
+                if let Some(wf) = self
+                    .workflows
+                    .get_mut((*workflow_id as usize).wrapping_sub(1))
+                {
                     wf.run_id = *run_id;
                 }
             }

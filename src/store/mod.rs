@@ -51,8 +51,7 @@ impl Store {
         match cfg.open() {
             Ok(db) => Ok(Store { db }),
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("lock") =>
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
             {
                 Err(StoreError::Locked(dir.display().to_string()))
             }
@@ -69,7 +68,8 @@ impl Store {
             None => Ok((0, [0; 32])),
             Some((k, v)) => {
                 let seq = seq_of(&k);
-                let ev = codec::decode(&v, false).map_err(|err| StoreError::Corrupt { seq, err })?;
+                let ev =
+                    codec::decode(&v, false).map_err(|err| StoreError::Corrupt { seq, err })?;
                 Ok((seq, ev.hash))
             }
         }
