@@ -106,3 +106,153 @@ impl ExportLine {
         Some((env, unhex(&self.hash)?))
     }
 }
+
+#[cfg(test)]
+mod golden {
+    //! Format version 1 in bytes. If one of these fails, the on-disk format changed: do not
+    //! "fix" the constant — add a new variant or a new format version with an upcaster.
+
+    use super::*;
+    use crate::event::{Actor, Classification, Envelope, Exit, Override, Why};
+    use crate::model::{Action, JobStatus};
+
+    fn env(seq: u64, body: Body) -> Envelope {
+        Envelope {
+            seq,
+            time_ms: 1_764_806_400_000,
+            actor: Actor::User {
+                name: "alice".into(),
+            },
+            cause: Some(1),
+            index: 0,
+            idempotency_key: None,
+            prev_hash: [7; 32],
+            body,
+        }
+    }
+
+    fn cases() -> Vec<(Envelope, &'static str)> {
+        vec![
+            (
+                env(
+                    2,
+                    Body::StatusChanged {
+                        job_id: 3,
+                        from: JobStatus::Running,
+                        to: JobStatus::PendingFailed,
+                        attempt_id: 1,
+                        prev_attempt_id: 1,
+                        why: Why::NoHandler,
+                    },
+                ),
+                GOLDEN_STATUS_CHANGED,
+            ),
+            (
+                env(
+                    5,
+                    Body::JobFinished {
+                        job_id: 3,
+                        run_id: 1,
+                        attempt_id: 1,
+                        exit: Exit {
+                            return_code: 137,
+                            signal: Some(9),
+                            duration_ms: 1500,
+                            peak_memory_bytes: Some(1 << 30),
+                            timed_out: false,
+                        },
+                    },
+                ),
+                GOLDEN_JOB_FINISHED,
+            ),
+            (
+                Envelope {
+                    actor: Actor::Agent {
+                        name: "claude-code".into(),
+                        version: "2.1".into(),
+                        model: Some("opus".into()),
+                        prompt_digest: Some("ab".into()),
+                    },
+                    idempotency_key: Some("k1".into()),
+                    ..env(
+                        9,
+                        Body::ClassificationApplied {
+                            workflow_id: 1,
+                            proposal: Some(8),
+                            items: vec![Classification {
+                                job_id: 3,
+                                action: Action::Retry,
+                                reason: "OOM".into(),
+                                memory_bytes: Some(8 << 30),
+                                runtime_seconds: None,
+                            }],
+                            evidence_digest: None,
+                        },
+                    )
+                },
+                GOLDEN_CLASSIFICATION,
+            ),
+            (
+                env(
+                    10,
+                    Body::OverrideSet {
+                        job_id: 3,
+                        from: Override::default(),
+                        to: Override {
+                            memory_bytes: Some(8 << 30),
+                            runtime_seconds: Some(7200),
+                        },
+                    },
+                ),
+                GOLDEN_OVERRIDE,
+            ),
+            (env(11, Body::Undone { target: 9 }), GOLDEN_UNDONE),
+        ]
+    }
+
+    const GOLDEN_STATUS_CHANGED: &str =
+        "01861f09ca83cc325d7c09f32d90a1aa626f4b29d70d3fe8a9aa98a94e73581e0302000000000000000098a8e69a010000000000000500000000000000616c69636501010000000000000000000000000707070707070707070707070707070707070707070707070707070707070707030000000300000000000000040000000a000000010000000100000006000000";
+    const GOLDEN_JOB_FINISHED: &str =
+        "01a86c2c6d1d0906fce1d7fdf6218dc460f992debe3411285d94eff3ea24d2992e05000000000000000098a8e69a010000000000000500000000000000616c6963650101000000000000000000000000070707070707070707070707070707070707070707070707070707070707070705000000030000000000000001000000000000000100000089000000000000000109000000dc0500000000000001000000400000000000";
+    const GOLDEN_CLASSIFICATION: &str =
+        "0141607399e4d11f2c1387ec8194d4a82b3a6c51872fdf03844db2e1230623c50109000000000000000098a8e69a010000010000000b00000000000000636c617564652d636f64650300000000000000322e310104000000000000006f7075730102000000000000006162010100000000000000000000000102000000000000006b310707070707070707070707070707070707070707070707070707070707070707090000000100000000000000010800000000000000010000000000000003000000000000000000000003000000000000004f4f4d0100000000020000000000";
+    const GOLDEN_OVERRIDE: &str =
+        "011691f65043d491225d35c1c30bf519a9207e59b762c7890f678f15e9ed87b6cc0a000000000000000098a8e69a010000000000000500000000000000616c696365010100000000000000000000000007070707070707070707070707070707070707070707070707070707070707070a0000000300000000000000000001000000000200000001201c000000000000";
+    const GOLDEN_UNDONE: &str =
+        "01ff6b4d5a21c3fe90b1b13a9d7ca9dd86d337786fcda7b2ef30401e3eeed536140b000000000000000098a8e69a010000000000000500000000000000616c696365010100000000000000000000000007070707070707070707070707070707070707070707070707070707070707070b0000000900000000000000";
+
+    #[test]
+    fn version_1_bytes_are_stable_and_decode() {
+        for (env, golden) in cases() {
+            let (bytes, hash) = encode(&env);
+            let hexed = crate::event::hex(&bytes);
+            if std::env::var("PRINT_GOLDEN").is_ok() {
+                println!("{} => {hexed}", env.body.kind());
+                continue;
+            }
+            assert_eq!(hexed, golden, "format v1 bytes changed for {}", env.body.kind());
+            // Old bytes keep decoding to the same event, hash verified.
+            let raw: Vec<u8> = (0..golden.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&golden[i..i + 2], 16).unwrap())
+                .collect();
+            let ev = decode(&raw, true).expect("golden bytes decode");
+            assert_eq!(ev.env, env);
+            assert_eq!(ev.hash, hash);
+            assert_eq!(raw[0], 1, "format version byte");
+        }
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let (env, _) = cases().remove(0);
+        let (mut bytes, _) = encode(&env);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(decode(&bytes, true), Err(CodecError::HashMismatch) | Err(CodecError::Decode(_))));
+        assert!(matches!(decode(&bytes[..10], true), Err(CodecError::Short(10))));
+        let mut newer = encode(&env).0;
+        newer[0] = 9;
+        assert_eq!(decode(&newer, true).unwrap_err(), CodecError::UnknownVersion(9));
+    }
+}
