@@ -1,4 +1,5 @@
 //! All integration tests in one binary (one link instead of many).
 
+mod cli_ledger;
 mod cli_run;
 mod common;
