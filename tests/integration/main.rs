@@ -2,4 +2,5 @@
 
 mod cli_ledger;
 mod cli_run;
+mod cli_workflows;
 mod common;
