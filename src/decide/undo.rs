@@ -1,6 +1,6 @@
 //! `undo`: compensating events, never deletion. Undoing an undo redoes.
 
-use super::DecideError;
+use super::{release_dependents, DecideError, Overlay};
 use crate::event::{Body, Event, Why};
 use crate::model::{JobId, Seq};
 use crate::state::State;
@@ -82,20 +82,51 @@ pub fn undo(state: &State, target: Seq, batch: &[Event]) -> Result<Vec<Body>, De
         )));
     }
     let batch_end = batch.last().map(|e| e.seq).unwrap_or(target);
+    // In the way: a later change to a job the batch changed, or to a direct dependent of one
+    // (its status was decided knowing what the batch did, e.g. canceled after the batch failed
+    // its upstream and another upstream finished).
     let mut in_the_way: Vec<(JobId, Seq)> = Vec::new();
+    let mut note = |job_id: JobId| {
+        let now = state.job(job_id).map(|j| j.last_seq).unwrap_or(0);
+        if now > batch_end && !in_the_way.iter().any(|(j, _)| *j == job_id) {
+            in_the_way.push((job_id, now));
+        }
+    };
     for ev in &batch[1..] {
         if let Some(job_id) = ev.body.job_id() {
-            let now = state.job(job_id).map(|j| j.last_seq).unwrap_or(0);
-            if now > batch_end && !in_the_way.iter().any(|(j, _)| *j == job_id) {
-                in_the_way.push((job_id, now));
+            note(job_id);
+            if let Some((wf, job)) = state
+                .job(job_id)
+                .and_then(|j| state.workflow(j.workflow_id).map(|w| (w, j)))
+            {
+                for &d in &wf.dependents[job.index as usize] {
+                    note(wf.job_id_of(d));
+                }
             }
         }
     }
     if !in_the_way.is_empty() {
+        in_the_way.sort_by_key(|(_, s)| *s);
         return Err(DecideError::UndoBlocked { target, in_the_way });
     }
     let mut out = vec![Body::Undone { target }];
-    out.extend(undo_effects(batch));
+    let compensation = undo_effects(batch);
+    // The restored statuses may release dependents that later events left waiting (an upstream
+    // finished while this job was reset): decide them now, as part of the undo.
+    let mut ov = Overlay::new(state);
+    let mut restored = Vec::new();
+    for b in &compensation {
+        if let Body::StatusChanged { job_id, to, .. } = b {
+            ov.changes.insert(*job_id, *to);
+            restored.push(*job_id);
+        }
+    }
+    out.extend(compensation);
+    for job_id in restored {
+        if ov.status(job_id).releases_dependents() {
+            release_dependents(&mut ov, job_id, &mut out);
+        }
+    }
     Ok(out)
 }
 

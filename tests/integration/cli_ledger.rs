@@ -32,8 +32,17 @@ fn job_status(sb: &Sandbox, id: &str) -> String {
 fn dry_run_records_a_proposal_and_apply_does_exactly_that_once() {
     let sb = parked_demo();
     let (code, p) = sb.json(&[
-        "classify", "1", "--job", "2", "--action", "retry", "--memory", "1g", "--reason",
-        "NCCL: transient", "--dry-run",
+        "classify",
+        "1",
+        "--job",
+        "2",
+        "--action",
+        "retry",
+        "--memory",
+        "1g",
+        "--reason",
+        "NCCL: transient",
+        "--dry-run",
     ]);
     assert_eq!(code, 0);
     assert_eq!(p["dry_run"], true);
@@ -53,7 +62,10 @@ fn dry_run_records_a_proposal_and_apply_does_exactly_that_once() {
     assert_eq!(j["attempt_id"], 2);
     // The override is on this job only; the shared group is untouched.
     assert_eq!(j["memory_bytes"], 1u64 << 30);
-    assert_eq!(sb.json(&["jobs", "get", "3"]).1["memory_bytes"], 512u64 << 20);
+    assert_eq!(
+        sb.json(&["jobs", "get", "3"]).1["memory_bytes"],
+        512u64 << 20
+    );
     assert_eq!(j["decisions"][0]["proposal_id"], pid);
 
     // Applying again is refused, and says by which event it was applied.
@@ -68,11 +80,21 @@ fn dry_run_records_a_proposal_and_apply_does_exactly_that_once() {
 fn a_proposal_goes_stale_when_its_job_changes() {
     let sb = parked_demo();
     let (_, p) = sb.json(&[
-        "classify", "1", "--job", "3", "--action", "fail", "--reason", "bug", "--dry-run",
+        "classify",
+        "1",
+        "--job",
+        "3",
+        "--action",
+        "fail",
+        "--reason",
+        "bug",
+        "--dry-run",
     ]);
     let pid = p["proposal_id"].as_u64().unwrap().to_string();
     // Someone decides job 3 directly, then undoes it: job 3 is pending_failed again but changed.
-    let (_, d) = sb.json(&["classify", "1", "--job", "3", "--action", "retry", "--reason", "x"]);
+    let (_, d) = sb.json(&[
+        "classify", "1", "--job", "3", "--action", "retry", "--reason", "x",
+    ]);
     let seq = d["seqs"][0].as_u64().unwrap().to_string();
     assert_eq!(sb.run(&["undo", &seq]).status.code(), Some(0));
     assert_eq!(job_status(&sb, "3"), "pending_failed");
@@ -80,7 +102,10 @@ fn a_proposal_goes_stale_when_its_job_changes() {
     assert_eq!(out.status.code(), Some(5));
     let err = stderr(&out);
     assert!(err.contains("stale") && err.contains("job 3"), "{err}");
-    assert_eq!(sb.json(&["proposals", "list", "1"]).1["items"][0]["status"], "stale");
+    assert_eq!(
+        sb.json(&["proposals", "list", "1"]).1["items"][0]["status"],
+        "stale"
+    );
 }
 
 #[test]
@@ -101,11 +126,20 @@ fn only_pending_failed_jobs_can_be_classified_and_refusals_are_per_job() {
     let results = v["error"]["detail"].as_array().unwrap();
     assert_eq!(results[0]["status"], "skipped");
     assert_eq!(results[1]["status"], "error");
-    assert!(results[1]["message"].as_str().unwrap().contains("is completed"));
-    assert!(results[2]["message"].as_str().unwrap().contains("no such job"));
+    assert!(results[1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("is completed"));
+    assert!(results[2]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no such job"));
     assert_eq!(export(&sb), before, "nothing partial was recorded");
     // Malformed memory in a file: a bad-input error naming the value.
-    sb.write("bad.json", r#"[{"job_id": 2, "action": "retry", "memory": "lots"}]"#);
+    sb.write(
+        "bad.json",
+        r#"[{"job_id": 2, "action": "retry", "memory": "lots"}]"#,
+    );
     let out = sb.run(&["classify", "1", "--from", "bad.json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("\"lots\""), "{}", stderr(&out));
@@ -114,23 +148,34 @@ fn only_pending_failed_jobs_can_be_classified_and_refusals_are_per_job() {
     assert!(stderr(&out).contains("unknown action"), "{}", stderr(&out));
     // A job of another workflow.
     sb.run(&["workflows", "create", "demo.yaml"]);
-    let out = sb.run(&["classify", "2", "--job", "2", "--action", "fail", "--reason", "r"]);
+    let out = sb.run(&[
+        "classify", "2", "--job", "2", "--action", "fail", "--reason", "r",
+    ]);
     assert_eq!(out.status.code(), Some(5));
-    assert!(stderr(&out).contains("belongs to workflow 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to workflow 1"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn fail_cancels_downstream_and_undo_restores_then_redo() {
     let sb = parked_demo();
     let digest0 = sb.json(&["replay"]).1["digest"].clone();
-    let (_, f) = sb.json(&["classify", "1", "--job", "3", "--action", "fail", "--reason", "KeyError"]);
+    let (_, f) = sb.json(&[
+        "classify", "1", "--job", "3", "--action", "fail", "--reason", "KeyError",
+    ]);
     let fail_seq = f["seqs"][0].as_u64().unwrap();
     assert_eq!(job_status(&sb, "3"), "failed");
     assert_eq!(job_status(&sb, "5"), "canceled");
     // The cancellation is caused by that decision.
     let (_, shown) = sb.json(&["show", &fail_seq.to_string()]);
     let caused = shown["caused"].as_array().unwrap();
-    assert!(caused.iter().any(|e| e["summary"].as_str().unwrap().contains("blocked → canceled")));
+    assert!(caused.iter().any(|e| e["summary"]
+        .as_str()
+        .unwrap()
+        .contains("blocked → canceled")));
 
     // Dry run changes nothing; the real undo restores the digest exactly.
     let before = export(&sb);
@@ -155,19 +200,28 @@ fn fail_cancels_downstream_and_undo_restores_then_redo() {
 #[test]
 fn undo_refuses_when_later_events_moved_on_and_names_them() {
     let sb = parked_demo();
-    let (_, r) = sb.json(&["classify", "1", "--job", "2", "--action", "retry", "--reason", "t"]);
+    let (_, r) = sb.json(&[
+        "classify", "1", "--job", "2", "--action", "retry", "--reason", "t",
+    ]);
     let seq = r["seqs"][0].as_u64().unwrap().to_string();
     sb.run(&["workflows", "run", "1"]); // train runs again: the retry has consequences now
     let before = export(&sb);
     let out = sb.run(&["undo", &seq]);
     assert_eq!(out.status.code(), Some(5));
     let err = stderr(&out);
-    assert!(err.contains("later events changed") && err.contains("job 2"), "{err}");
+    assert!(
+        err.contains("later events changed") && err.contains("job 2"),
+        "{err}"
+    );
     assert!(err.contains("job_started"), "names the later events: {err}");
     assert_eq!(export(&sb), before);
     // Facts from the runner are not decisions.
     let out = sb.run(&["undo", "1"]);
-    assert!(stderr(&out).contains("cannot be undone"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be undone"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -201,7 +255,10 @@ fn export_import_round_trips_and_refuses_tampering() {
     let (code, v) = sb.json(&["--ledger", "copy", "import", "log.jsonl"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["digest"], digest);
-    assert_eq!(sb.json(&["--ledger", "copy", "replay", "--verify"]).1["digest"], digest);
+    assert_eq!(
+        sb.json(&["--ledger", "copy", "replay", "--verify"]).1["digest"],
+        digest
+    );
     // Importing into a non-empty ledger is refused.
     let out = sb.run(&["--ledger", "copy", "import", "log.jsonl"]);
     assert_eq!(out.status.code(), Some(2));
@@ -218,7 +275,12 @@ fn export_import_round_trips_and_refuses_tampering() {
     assert!(stderr(&out).contains("event 10"), "{}", stderr(&out));
     // Nothing was imported.
     let out = sb.run(&["--ledger", "t2", "replay"]);
-    assert_eq!(sb.json(&["--ledger", "t2", "replay"]).1["events"], 0, "{}", stderr(&out));
+    assert_eq!(
+        sb.json(&["--ledger", "t2", "replay"]).1["events"],
+        0,
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -235,7 +297,11 @@ fn replay_verify_names_the_first_bad_seq_of_a_tampered_store() {
     }
     let out = sb.run(&["replay", "--verify"]);
     assert_eq!(out.status.code(), Some(6));
-    assert!(stderr(&out).contains("broken at event 13"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("broken at event 13"),
+        "{}",
+        stderr(&out)
+    );
     // Reads refuse a ledger whose chain is broken rather than answer from a wrong state.
     let out = sb.run(&["status", "1"]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
@@ -245,7 +311,15 @@ fn replay_verify_names_the_first_bad_seq_of_a_tampered_store() {
 fn idempotency_key_gives_the_same_answer_and_appends_nothing() {
     let sb = parked_demo();
     let args = [
-        "classify", "1", "--job", "2", "--action", "retry", "--reason", "t", "--idempotency-key",
+        "classify",
+        "1",
+        "--job",
+        "2",
+        "--action",
+        "retry",
+        "--reason",
+        "t",
+        "--idempotency-key",
         "agent-42",
     ];
     let (_, a) = sb.json(&args);
@@ -265,7 +339,7 @@ fn many_processes_share_one_ledger_while_run_is_running() {
         "slow.yaml",
         "name: slow\njobs:\n  - {name: wait, command: 'while [ ! -f go ]; do sleep 0.05; done'}\n",
     );
-    let mut run = Command::new(bin())
+    let run = Command::new(bin())
         .args(["run", "slow.yaml"])
         .current_dir(sb.path())
         .stdout(Stdio::piped())
@@ -293,11 +367,18 @@ fn many_processes_share_one_ledger_while_run_is_running() {
                     .current_dir(dir)
                     .output()
                     .unwrap();
-                assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             })
         })
         .collect();
-    let (code, d) = sb.json(&["classify", "1", "--job", "3", "--action", "fail", "--reason", "bug"]);
+    let (code, d) = sb.json(&[
+        "classify", "1", "--job", "3", "--action", "fail", "--reason", "bug",
+    ]);
     assert_eq!(code, 0, "{d}");
     assert_eq!(job_status(&sb, "5"), "canceled");
     let seq = d["seqs"][0].as_u64().unwrap().to_string();
@@ -310,7 +391,12 @@ fn many_processes_share_one_ledger_while_run_is_running() {
     assert!(!stderr(&out).contains("lock"), "{}", stderr(&out));
     std::fs::write(sb.path().join("go"), "").unwrap();
     let out = run.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The owner is gone: the socket is cleaned up and short commands open the ledger directly.
     assert!(!sb.path().join("torc_ledger/owner.sock").exists());
     assert_eq!(job_status(&sb, "3"), "pending_failed");
@@ -340,7 +426,12 @@ fn ctrl_c_stops_jobs_cleanly_and_run_resumes() {
         libc::kill(run.id() as i32, libc::SIGINT);
     }
     let out = run.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted"));
     let (_, j) = sb.json(&["jobs", "get", "1"]);
     assert_eq!(j["status"], "ready");

@@ -65,7 +65,10 @@ fn demo_run_parks_unexplained_failures_and_says_how_to_classify() {
         .as_str()
         .unwrap()
         .ends_with("torc_output/job_stdio/job_wf1_j1_r1_a1.e"));
-    assert!(sb.path().join("torc_output/job_stdio/job_wf1_j1_r1_a2.o").exists());
+    assert!(sb
+        .path()
+        .join("torc_output/job_stdio/job_wf1_j1_r1_a2.o")
+        .exists());
     // The parked job shows its stderr tail and effective resources.
     let (_, train) = sb.json(&["jobs", "get", "2"]);
     assert!(train["stderr_tail"].as_str().unwrap().contains("NCCL WARN"));
@@ -339,7 +342,10 @@ fn unknown_ids_and_statuses_get_clear_errors() {
     for (args, needle) in [
         (vec!["status", "9"], "unknown workflow 9"),
         (vec!["jobs", "get", "99"], "unknown job 99"),
-        (vec!["jobs", "list", "1", "--status", "bogus"], "unknown status"),
+        (
+            vec!["jobs", "list", "1", "--status", "bogus"],
+            "unknown status",
+        ),
         (vec!["show", "9999"], "does not exist"),
         (vec!["proposals", "apply", "3"], "proposal 3 does not exist"),
         (vec!["status", "1", "--at", "99999"], "past the last event"),
@@ -351,6 +357,9 @@ fn unknown_ids_and_statuses_get_clear_errors() {
     // -f json errors are JSON on stdout too.
     let (code, v) = sb.json(&["jobs", "get", "99"]);
     assert_eq!(code, 2);
-    assert!(v["error"]["message"].as_str().unwrap().contains("unknown job"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown job"));
     let _: Value = v;
 }

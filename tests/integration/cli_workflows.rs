@@ -14,7 +14,11 @@ fn create_init_run_list_get_follow_torc_meanings() {
     assert_eq!(code, 0, "{c}");
     assert_eq!(c["id"], 1);
     let (_, l) = sb.json(&["jobs", "list", "1"]);
-    assert!(l["items"].as_array().unwrap().iter().all(|j| j["status"] == "uninitialized"));
+    assert!(l["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "uninitialized"));
     let (code, i) = sb.json(&["workflows", "init", "1"]);
     assert_eq!(code, 0);
     assert_eq!(i["jobs_by_status"]["ready"], 1);
@@ -45,7 +49,10 @@ fn create_init_run_list_get_follow_torc_meanings() {
     let out = sb.run(&["undo", &reset_seq]);
     assert_eq!(out.status.code(), Some(5), "{}", stdout(&out));
     // `reinitialize` is an alias of reinit.
-    assert_eq!(sb.run(&["workflows", "reinitialize", "1"]).status.code(), Some(0));
+    assert_eq!(
+        sb.run(&["workflows", "reinitialize", "1"]).status.code(),
+        Some(0)
+    );
     assert_eq!(sb.json(&["status", "1"]).1["run_id"], 3);
 }
 
@@ -56,10 +63,16 @@ fn reset_status_undo_restores_the_statuses() {
     assert_eq!(sb.run(&["run", "chain.yaml"]).status.code(), Some(0));
     let digest = sb.json(&["replay"]).1["digest"].clone();
     let (_, rs) = sb.json(&["workflows", "reset-status", "1"]);
-    assert_eq!(sb.json(&["status", "1"]).1["jobs_by_status"]["uninitialized"], 2);
+    assert_eq!(
+        sb.json(&["status", "1"]).1["jobs_by_status"]["uninitialized"],
+        2
+    );
     let seq = rs["seqs"][0].as_u64().unwrap().to_string();
     assert_eq!(sb.run(&["undo", &seq]).status.code(), Some(0));
-    assert_eq!(sb.json(&["status", "1"]).1["jobs_by_status"]["completed"], 2);
+    assert_eq!(
+        sb.json(&["status", "1"]).1["jobs_by_status"]["completed"],
+        2
+    );
     assert_eq!(sb.json(&["replay"]).1["digest"], digest);
 }
 
@@ -83,14 +96,28 @@ fn two_runs_of_different_workflows_share_one_ledger() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sb.path().join("torc_ledger/owner.sock").exists() {
-        assert!(Instant::now() < deadline, "first run never became the owner");
+        assert!(
+            Instant::now() < deadline,
+            "first run never became the owner"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The second run goes through the owner; its job lets the first finish.
     let out = sb.run(&["run", "w2.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let first = first.wait_with_output().unwrap();
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(sb.json(&["status", "1"]).1["is_complete"], true);
     assert_eq!(sb.json(&["status", "2"]).1["is_complete"], true);
     assert_eq!(sb.json(&["replay", "--verify"]).1["chain_ok"], true);
@@ -101,8 +128,18 @@ fn help_teaches() {
     let sb = Sandbox::new();
     let out = sb.run(&["--help"]);
     let text = stdout(&out);
-    for needle in ["Exit codes", "pending_failed", "--ledger", "TORC_LEDGER_DIR", "--at", "demo"] {
-        assert!(text.contains(needle), "--help should mention {needle}: {text}");
+    for needle in [
+        "Exit codes",
+        "pending_failed",
+        "--ledger",
+        "TORC_LEDGER_DIR",
+        "--at",
+        "demo",
+    ] {
+        assert!(
+            text.contains(needle),
+            "--help should mention {needle}: {text}"
+        );
     }
     let out = sb.run(&["classify", "--help"]);
     assert!(stdout(&out).contains("--dry-run") && stdout(&out).contains("Examples"));

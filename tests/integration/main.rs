@@ -4,3 +4,4 @@ mod cli_ledger;
 mod cli_run;
 mod cli_workflows;
 mod common;
+mod prop_fold;
