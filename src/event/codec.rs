@@ -230,7 +230,12 @@ mod golden {
                 println!("{} => {hexed}", env.body.kind());
                 continue;
             }
-            assert_eq!(hexed, golden, "format v1 bytes changed for {}", env.body.kind());
+            assert_eq!(
+                hexed,
+                golden,
+                "format v1 bytes changed for {}",
+                env.body.kind()
+            );
             // Old bytes keep decoding to the same event, hash verified.
             let raw: Vec<u8> = (0..golden.len())
                 .step_by(2)
@@ -249,10 +254,19 @@ mod golden {
         let (mut bytes, _) = encode(&env);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(decode(&bytes, true), Err(CodecError::HashMismatch) | Err(CodecError::Decode(_))));
-        assert!(matches!(decode(&bytes[..10], true), Err(CodecError::Short(10))));
+        assert!(matches!(
+            decode(&bytes, true),
+            Err(CodecError::HashMismatch) | Err(CodecError::Decode(_))
+        ));
+        assert!(matches!(
+            decode(&bytes[..10], true),
+            Err(CodecError::Short(10))
+        ));
         let mut newer = encode(&env).0;
         newer[0] = 9;
-        assert_eq!(decode(&newer, true).unwrap_err(), CodecError::UnknownVersion(9));
+        assert_eq!(
+            decode(&newer, true).unwrap_err(),
+            CodecError::UnknownVersion(9)
+        );
     }
 }
