@@ -61,10 +61,11 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &WorkflowsCmd) -> CliResult {
             let parsed = load_spec(out, spec)?;
             let jobs = parsed.def.jobs.len();
             let name = parsed.def.name.clone();
+            let warnings = parsed.warnings.clone();
             let ledger = open(cli)?;
             let (wf, seqs) = create(&ledger, parsed)?;
             if out.json() {
-                out.print_json(&json!({"id": wf, "workflow_id": wf, "name": name, "total_jobs": jobs, "seqs": seqs}));
+                out.print_json(&json!({"id": wf, "workflow_id": wf, "name": name, "total_jobs": jobs, "warnings": warnings, "seqs": seqs}));
             } else {
                 out.line(format!(
                     "created workflow {wf} \"{name}\" with {jobs} jobs (event {}); next: torc-ledger workflows run {wf}",

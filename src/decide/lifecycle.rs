@@ -182,20 +182,29 @@ pub fn start_runner(
     max_parallel: u32,
 ) -> Result<Vec<Body>, DecideError> {
     let wf = workflow(state, workflow_id)?;
-    let mut out = vec![Body::RunnerStarted {
-        workflow_id,
-        run_id: wf.run_id.max(1),
-        max_parallel,
-    }];
     let jobs = state.jobs_of(wf);
     let busy = running_count(state, wf) > 0;
-    if !busy && jobs.iter().all(|j| j.status == JobStatus::Uninitialized) {
-        out.extend(initialize(state, workflow_id, InitKind::Init)?);
-        return Ok(out);
-    }
-    if !busy && jobs.iter().any(|j| j.status == JobStatus::Uninitialized) {
+    let init = if !busy && jobs.iter().all(|j| j.status == JobStatus::Uninitialized) {
+        Some(initialize(state, workflow_id, InitKind::Init)?)
+    } else if !busy && jobs.iter().any(|j| j.status == JobStatus::Uninitialized) {
         // After `reset-status`: the reset jobs start a new run.
-        out.extend(initialize(state, workflow_id, InitKind::Reinit)?);
+        Some(initialize(state, workflow_id, InitKind::Reinit)?)
+    } else {
+        None
+    };
+    // The run this session works on: the one its own initialization starts, if any.
+    let run_id = if init.is_some() {
+        wf.run_id + 1
+    } else {
+        wf.run_id.max(1)
+    };
+    let mut out = vec![Body::RunnerStarted {
+        workflow_id,
+        run_id,
+        max_parallel,
+    }];
+    if let Some(init) = init {
+        out.extend(init);
         return Ok(out);
     }
     for j in jobs {

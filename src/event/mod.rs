@@ -204,7 +204,7 @@ pub enum Body {
         handler: String,
         rule_index: u32,
         return_code: i64,
-        /// Retries this rule has granted before this one.
+        /// Retries the job's failure handler granted it earlier in this run (all rules).
         retries_used: u32,
         max_retries: u32,
         retry: bool,

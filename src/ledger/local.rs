@@ -342,6 +342,13 @@ impl LocalLedger {
             };
             let parsed: ExportLine = serde_json::from_str(&line)
                 .map_err(|e| bad(format!("not an exported event: {e}")))?;
+            if parsed.kind != parsed.body.kind() {
+                return Err(bad(format!(
+                    "kind {:?} does not match its body ({})",
+                    parsed.kind,
+                    parsed.body.kind()
+                )));
+            }
             let (env, claimed) = parsed
                 .to_envelope()
                 .ok_or_else(|| bad("a hash is not 64 hex digits".into()))?;

@@ -5,3 +5,4 @@ mod cli_run;
 mod cli_workflows;
 mod common;
 mod prop_fold;
+mod schemas;
