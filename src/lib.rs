@@ -7,3 +7,4 @@ pub mod runner;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod views;

@@ -5,8 +5,7 @@ use super::{exit, open_existing, read_state, Cli, CliError, CliResult};
 use crate::decide::DecideError;
 use crate::ledger::LedgerError;
 use crate::model::{JobId, JobStatus, WorkflowId};
-use crate::runner::logs;
-use crate::state::{Job, State};
+use crate::state::Job;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -23,30 +22,6 @@ pub enum JobsCmd {
     /// One job: effective resources (spec plus per-job override), attempts, decisions, and the
     /// tail of its last stderr.
     Get { job_id: JobId },
-}
-
-pub fn job_json(s: &State, j: &Job) -> Value {
-    let wf = s.workflow(j.workflow_id).expect("job of a known workflow");
-    let def = &wf.def.jobs[j.index as usize];
-    let last = j.attempts.last();
-    json!({
-        "id": j.id,
-        "workflow_id": j.workflow_id,
-        "name": def.name,
-        "command": def.command,
-        "status": j.status.as_str(),
-        "attempt_id": j.attempt_id,
-        "run_id": wf.run_id,
-        "resource_requirements": def.resource_requirements.clone().unwrap_or_else(|| "default".into()),
-        "failure_handler": def.failure_handler,
-        "cancel_on_blocking_job_failure": def.cancel_on_blocking_job_failure,
-        "priority": def.priority,
-        "depends_on": def.depends_on.iter().map(|&d| wf.job_id_of(d)).collect::<Vec<_>>(),
-        "return_code": last.and_then(|a| a.exit.as_ref()).map(|e| e.return_code),
-        "stdout_path": last.map(|a| a.stdout_path.clone()),
-        "stderr_path": last.map(|a| a.stderr_path.clone()),
-        "version": j.last_seq,
-    })
 }
 
 fn unknown_wf(wf: WorkflowId) -> CliError {
@@ -79,7 +54,7 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
                 .filter(|j| filter.is_none_or(|f| j.status == f))
                 .collect();
             if out.json() {
-                let items: Vec<Value> = jobs.iter().map(|j| job_json(&s, j)).collect();
+                let items: Vec<Value> = jobs.iter().map(|j| crate::views::job(&s, j)).collect();
                 out.print_json(&json!({"items": items}));
             } else {
                 let rows: Vec<Vec<String>> = jobs
@@ -116,62 +91,8 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
                 CliError::from(LedgerError::from(DecideError::UnknownJob(*job_id)))
             })?;
             let rr = s.effective_resources(j);
-            let mut v = job_json(&s, j);
-            v["resources"] = json!({
-                "name": rr.name,
-                "num_cpus": rr.num_cpus,
-                "num_gpus": rr.num_gpus,
-                "num_nodes": rr.num_nodes,
-                "memory": rr.memory,
-                "memory_bytes": rr.memory_bytes,
-                "runtime": rr.runtime,
-                "runtime_seconds": rr.runtime_seconds,
-                "override": j.resource_override,
-            });
-            v["memory_bytes"] = json!(rr.memory_bytes);
-            v["runtime_seconds"] = json!(rr.runtime_seconds);
-            v["attempts"] = json!(j
-                .attempts
-                .iter()
-                .map(|a| json!({
-                    "run_id": a.run_id,
-                    "attempt_id": a.attempt_id,
-                    "return_code": a.exit.as_ref().map(|e| e.return_code),
-                    "signal": a.exit.as_ref().and_then(|e| e.signal),
-                    "duration_ms": a.exit.as_ref().map(|e| e.duration_ms),
-                    "peak_memory_bytes": a.exit.as_ref().and_then(|e| e.peak_memory_bytes),
-                    "timed_out": a.exit.as_ref().map(|e| e.timed_out),
-                    "stdout_path": a.stdout_path,
-                    "stderr_path": a.stderr_path,
-                    "started_seq": a.started_seq,
-                    "finished_seq": a.finished_seq,
-                }))
-                .collect::<Vec<_>>());
-            v["decisions"] = json!(j
-                .decisions
-                .iter()
-                .filter_map(|seq| s.classifications.get(seq))
-                .map(|c| {
-                    let item = c.items.iter().find(|i| i.job_id == j.id);
-                    json!({
-                        "seq": c.seq,
-                        "action": item.map(|i| i.action.as_str()),
-                        "reason": item.map(|i| i.reason.clone()),
-                        "actor": c.actor,
-                        "proposal_id": c.proposal,
-                        "undone_by": c.undone_by,
-                    })
-                })
-                .collect::<Vec<_>>());
-            let tail = j
-                .attempts
-                .last()
-                .map(|a| logs::tail(std::path::Path::new(&a.stderr_path), 10, logs::TAIL_BYTES));
+            let v = crate::views::job_details(&s, j, 10);
             if out.json() {
-                v["stderr_tail"] = match &tail {
-                    Some(Ok(t)) => json!(t),
-                    _ => Value::Null,
-                };
                 out.print_json(&v);
             } else {
                 let wf = s.workflow(j.workflow_id).expect("known");
@@ -229,7 +150,7 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
                         }
                     ));
                 }
-                if let Some(Ok(t)) = tail {
+                if let Some(t) = v["stderr_tail"].as_str() {
                     if !t.is_empty() {
                         out.line("  stderr (last lines):");
                         for l in t.lines() {

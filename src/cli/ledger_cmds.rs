@@ -54,20 +54,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
 }
 
-/// The workflow an event is about, if any.
-pub fn workflow_of(s: &State, b: &Body) -> Option<WorkflowId> {
-    match b {
-        Body::WorkflowCreated { workflow_id, .. }
-        | Body::RunInitialized { workflow_id, .. }
-        | Body::StatusReset { workflow_id, .. }
-        | Body::ProposalRecorded { workflow_id, .. }
-        | Body::ClassificationApplied { workflow_id, .. }
-        | Body::RunnerStarted { workflow_id, .. }
-        | Body::RunnerStopped { workflow_id, .. } => Some(*workflow_id),
-        Body::Undone { target } => s.classifications.get(target).map(|c| c.workflow_id),
-        _ => b.job_id().and_then(|j| s.job(j)).map(|j| j.workflow_id),
-    }
-}
+pub use crate::views::workflow_of;
 
 pub fn namer(s: &State) -> impl Fn(JobId) -> Option<String> + '_ {
     move |id| {

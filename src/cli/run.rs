@@ -184,24 +184,13 @@ pub fn status_json(
     wf: WorkflowId,
     at: Option<u64>,
 ) -> Result<Value, CliError> {
-    let w = state.workflow(wf).ok_or_else(|| {
+    let mut v = crate::views::status(state, wf).ok_or_else(|| {
         CliError::from(crate::ledger::LedgerError::from(
             crate::decide::DecideError::UnknownWorkflow(wf),
         ))
     })?;
-    let counts = state.counts_by_status(w);
-    let by: serde_json::Map<String, Value> = counts
-        .iter()
-        .map(|(s, c)| (s.as_str().to_string(), json!(c)))
-        .collect();
-    Ok(json!({
-        "workflow_id": wf,
-        "workflow_name": w.def.name,
-        "run_id": w.run_id,
-        "total_jobs": w.def.jobs.len(),
-        "jobs_by_status": by,
-        "is_complete": state.is_complete(w),
-        "is_canceled": false,
-        "as_of_seq": at.unwrap_or(state.last_seq),
-    }))
+    if let Some(at) = at {
+        v["as_of_seq"] = json!(at);
+    }
+    Ok(v)
 }
