@@ -2,6 +2,7 @@ pub mod cli;
 pub mod decide;
 pub mod event;
 pub mod ledger;
+pub mod mcp;
 pub mod model;
 pub mod runner;
 pub mod spec;

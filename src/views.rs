@@ -207,3 +207,9 @@ pub fn workflow_of(s: &State, b: &Body) -> Option<WorkflowId> {
         _ => b.job_id().and_then(|j| s.job(j)).map(|j| j.workflow_id),
     }
 }
+
+/// An event time for people (UTC, seconds).
+pub fn time_str(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -4,6 +4,7 @@ mod classify;
 mod demo;
 mod jobs;
 mod ledger_cmds;
+mod mcp;
 mod render;
 mod run;
 mod workflows;
@@ -111,6 +112,8 @@ pub enum Cmd {
     Export,
     /// Load an exported log into an empty ledger, verifying every hash first.
     Import(ledger_cmds::ImportArgs),
+    /// Serve the ledger to AI agents over MCP (stdio, or streamable HTTP with --http).
+    Mcp(mcp::McpArgs),
     /// Run the bundled demo: a workflow with a flaky job and a permanent failure, classified,
     /// undone, rerun and replayed, each step shown as the command that does it.
     Demo(demo::DemoArgs),
@@ -191,6 +194,7 @@ fn dispatch(cli: &Cli, out: &Out) -> CliResult {
         Cmd::Export => ledger_cmds::export(cli, out),
         Cmd::Import(a) => ledger_cmds::import(cli, out, a),
         Cmd::Demo(a) => demo::demo(cli, a),
+        Cmd::Mcp(a) => mcp::mcp(cli, out, a),
     }
 }
 

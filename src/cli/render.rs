@@ -91,7 +91,4 @@ pub fn clip(s: &str, n: usize) -> String {
     }
 }
 
-pub fn time_str(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::views::time_str;

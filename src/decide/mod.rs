@@ -8,7 +8,7 @@ mod classify;
 mod lifecycle;
 mod undo;
 
-pub use classify::{ClassifyRequest, ItemError};
+pub use classify::{validate as validate_classifications, ClassifyRequest, ItemError};
 pub use undo::undo_effects;
 
 use crate::event::{Body, Classification, Event, Exit, InitKind};
