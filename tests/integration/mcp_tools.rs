@@ -436,3 +436,34 @@ async fn modes_hide_and_refuse_what_they_forbid() {
     let p = s.proposals.values().next().unwrap();
     assert_eq!(p.actor, "agent:ci (rmcp-test-agent)/9.9");
 }
+
+#[test]
+fn mcp_config_prints_snippets_with_absolute_paths() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["mcp", "config", "--agent", "claude"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = crate::common::stdout(&out);
+    let dir = std::fs::canonicalize(sb.path()).unwrap();
+    assert!(text.contains("claude mcp add torc-ledger -- /"), "{text}");
+    assert!(
+        text.contains(&format!("{}/torc_ledger", dir.display()))
+            || text.contains(&format!("{}/torc_ledger", sb.path().display())),
+        "{text}"
+    );
+    assert!(text.contains("\"mcpServers\""), "{text}");
+    let (code, v) = sb.json(&["mcp", "config", "--agent", "copilot", "--mode", "apply"]);
+    assert_eq!(code, 0);
+    let server = &v["mcpServers"]["torc-ledger"];
+    assert_eq!(server["type"], "local");
+    assert!(server["command"].as_str().unwrap().starts_with('/'));
+    let args: Vec<&str> = server["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.ends_with(&["mcp", "--mode", "apply"]), "{args:?}");
+    assert!(args[1].starts_with('/'), "ledger path absolute: {args:?}");
+    let (_, j) = sb.json(&["mcp", "config", "--agent", "json"]);
+    assert_eq!(j["mcpServers"]["torc-ledger"]["type"], "stdio");
+}
