@@ -1,5 +1,7 @@
+pub mod classify;
 pub mod cli;
 pub mod decide;
+pub mod eval;
 pub mod event;
 pub mod ledger;
 pub mod mcp;

@@ -66,6 +66,60 @@ pub enum Command {
         target: Seq,
         batch: Vec<Event>,
     },
+    /// `eval`: record an offline evaluation of a classifier. Changes no job.
+    RecordEvaluation(Evaluation),
+}
+
+/// What `eval` measured; becomes [`Body::EvaluationRecorded`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub classifier: String,
+    pub classifier_version: String,
+    pub model: Option<String>,
+    pub prompt_digest: Option<String>,
+    pub fixture_digest: String,
+    pub fixture_files: Vec<String>,
+    /// JSON text of the metrics object.
+    pub metrics: String,
+    pub predictions: Vec<crate::event::Prediction>,
+}
+
+fn record_evaluation(e: &Evaluation) -> Result<Vec<Body>, DecideError> {
+    if e.classifier.trim().is_empty() {
+        return Err(DecideError::Refused(
+            "an evaluation needs the classifier's name".into(),
+        ));
+    }
+    if e.predictions.is_empty() {
+        return Err(DecideError::Refused(
+            "an evaluation needs at least one case; check the fixture files".into(),
+        ));
+    }
+    match serde_json::from_str::<serde_json::Value>(&e.metrics) {
+        Ok(v) if v.is_object() => {}
+        _ => {
+            return Err(DecideError::Refused(
+                "an evaluation's metrics must be a JSON object".into(),
+            ))
+        }
+    }
+    let mut ids = std::collections::HashSet::new();
+    if let Some(p) = e.predictions.iter().find(|p| !ids.insert(p.id.as_str())) {
+        return Err(DecideError::Refused(format!(
+            "case id {:?} appears twice in the evaluation; ids must be unique",
+            p.id
+        )));
+    }
+    Ok(vec![Body::EvaluationRecorded {
+        classifier: e.classifier.clone(),
+        classifier_version: e.classifier_version.clone(),
+        model: e.model.clone(),
+        prompt_digest: e.prompt_digest.clone(),
+        fixture_digest: e.fixture_digest.clone(),
+        fixture_files: e.fixture_files.clone(),
+        metrics: e.metrics.clone(),
+        predictions: e.predictions.clone(),
+    }])
 }
 
 impl Command {
@@ -219,6 +273,7 @@ pub fn decide(state: &State, cmd: &Command) -> Result<Vec<Body>, DecideError> {
         Command::Classify(req) => classify::classify(state, req),
         Command::ApplyProposal { proposal_id } => classify::apply_proposal(state, *proposal_id),
         Command::Undo { target, batch } => undo::undo(state, *target, batch),
+        Command::RecordEvaluation(e) => record_evaluation(e),
     }
 }
 

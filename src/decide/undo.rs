@@ -57,6 +57,11 @@ pub fn undo(state: &State, target: Seq, batch: &[Event]) -> Result<Vec<Body>, De
                     .into(),
             ))
         }
+        Body::EvaluationRecorded { .. } => {
+            return Err(not_undoable(
+                "an evaluation changes no job; it stays in the log as a record".into(),
+            ))
+        }
         Body::ProposalRecorded { .. } => return Err(not_undoable(
             "a proposal changes nothing; apply it with `torc-ledger proposals apply` or leave it"
                 .into(),

@@ -207,6 +207,28 @@ mod golden {
                 GOLDEN_OVERRIDE,
             ),
             (env(11, Body::Undone { target: 9 }), GOLDEN_UNDONE),
+            (
+                env(
+                    12,
+                    Body::EvaluationRecorded {
+                        classifier: "rules".into(),
+                        classifier_version: "1".into(),
+                        model: None,
+                        prompt_digest: Some("ab".into()),
+                        fixture_digest: "cd".into(),
+                        fixture_files: vec!["dev.jsonl".into()],
+                        metrics: "{\"accuracy\":1.0}".into(),
+                        predictions: vec![crate::event::Prediction {
+                            id: "c1".into(),
+                            expected: "retry".into(),
+                            predicted: Some("fail".into()),
+                            reason: "KeyError".into(),
+                            latency_us: 42,
+                        }],
+                    },
+                ),
+                GOLDEN_EVALUATION,
+            ),
         ]
     }
 
@@ -220,6 +242,9 @@ mod golden {
         "011691f65043d491225d35c1c30bf519a9207e59b762c7890f678f15e9ed87b6cc0a000000000000000098a8e69a010000000000000500000000000000616c696365010100000000000000000000000007070707070707070707070707070707070707070707070707070707070707070a0000000300000000000000000001000000000200000001201c000000000000";
     const GOLDEN_UNDONE: &str =
         "01ff6b4d5a21c3fe90b1b13a9d7ca9dd86d337786fcda7b2ef30401e3eeed536140b000000000000000098a8e69a010000000000000500000000000000616c696365010100000000000000000000000007070707070707070707070707070707070707070707070707070707070707070b0000000900000000000000";
+
+    const GOLDEN_EVALUATION: &str =
+        "018c111b42bc2dce394192bcd839e6a7dce9a940d15c30a932b0ee49b03d2329b90c000000000000000098a8e69a010000000000000500000000000000616c696365010100000000000000000000000007070707070707070707070707070707070707070707070707070707070707070f000000050000000000000072756c657301000000000000003100010200000000000000616202000000000000006364010000000000000009000000000000006465762e6a736f6e6c10000000000000007b226163637572616379223a312e307d010000000000000002000000000000006331050000000000000072657472790104000000000000006661696c08000000000000004b65794572726f722a00000000000000";
 
     #[test]
     fn version_1_bytes_are_stable_and_decode() {

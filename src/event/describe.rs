@@ -154,6 +154,28 @@ pub fn describe(ev: &Event, name: &dyn Fn(JobId) -> Option<String>) -> String {
             outcome,
             ..
         } => format!("runner stopped on workflow {workflow_id}: {outcome}"),
+        Body::EvaluationRecorded {
+            classifier,
+            model,
+            metrics,
+            predictions,
+            ..
+        } => {
+            let accuracy = serde_json::from_str::<serde_json::Value>(metrics)
+                .ok()
+                .and_then(|m| m["accuracy"].as_f64())
+                .map(|a| format!(": accuracy {a:.3}"))
+                .unwrap_or_default();
+            let model = model
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            format!(
+                "evaluation {} of {classifier}{model} on {} case(s){accuracy}",
+                ev.seq,
+                predictions.len()
+            )
+        }
     }
 }
 

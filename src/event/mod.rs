@@ -253,6 +253,36 @@ pub enum Body {
         script: String,
         return_code: i64,
     },
+    /// An offline evaluation of a classifier over labeled fixtures (`torc-ledger eval`): what
+    /// was measured, on which cases, and every case's prediction. Changes no job.
+    EvaluationRecorded {
+        /// `rules`, `precedent`, `agent:<command>`, `http:<url>`.
+        classifier: String,
+        classifier_version: String,
+        model: Option<String>,
+        /// blake3 of the prompt file, for classifiers that take one.
+        prompt_digest: Option<String>,
+        /// blake3 over the evaluated cases (after skipping bad lines and `--limit`).
+        fixture_digest: String,
+        fixture_files: Vec<String>,
+        /// The metrics as JSON text (accuracy, per class, confusion, costly errors, ...).
+        metrics: String,
+        predictions: Vec<Prediction>,
+    },
+}
+
+/// One case of an evaluation: the label, the classifier's answer (or its error) and how long
+/// it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub id: String,
+    /// `retry`, `fail` or `retry_with_resources`.
+    pub expected: String,
+    /// The predicted label; `None` when the classifier gave no verdict (an error).
+    pub predicted: Option<String>,
+    /// The classifier's reason, or its error.
+    pub reason: String,
+    pub latency_us: u64,
 }
 
 impl Body {
@@ -274,6 +304,7 @@ impl Body {
             Body::RunnerStarted { .. } => "runner_started",
             Body::RunnerStopped { .. } => "runner_stopped",
             Body::RecoveryScriptOwed { .. } => "recovery_script_owed",
+            Body::EvaluationRecorded { .. } => "evaluation_recorded",
         }
     }
 

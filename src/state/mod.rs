@@ -99,6 +99,10 @@ pub struct State {
     pub undos: BTreeMap<Seq, Seq>,
     /// Idempotency key → the seqs its command appended.
     pub idempotency: HashMap<String, Vec<Seq>>,
+    /// Seqs of the recorded evaluations (`eval history`), oldest first. Bookkeeping: not part
+    /// of the digest.
+    #[serde(default)]
+    pub evaluations: Vec<Seq>,
 }
 
 impl State {
@@ -370,6 +374,7 @@ impl State {
                     }
                 }
             }
+            Body::EvaluationRecorded { .. } => self.evaluations.push(seq),
             Body::StatusReset { .. } | Body::RunnerStarted { .. } | Body::RunnerStopped { .. } => {}
         }
         if let Some(key) = &ev.idempotency_key {
