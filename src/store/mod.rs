@@ -45,7 +45,8 @@ impl Store {
         })?;
         let cfg = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(256 << 20)
+            // Large enough that a million-event log folds without re-reading evicted pages.
+            .cache_capacity(1 << 30)
             // Durability is ours: flush is called before every acknowledgement.
             .flush_every_ms(None);
         match cfg.open() {
