@@ -125,7 +125,9 @@ const OOM_PHRASES: &[&str] = &[
     "memory budget",
     "re:exceeded (its |the )?memory",
     "re:killed .{0,40}for exceeding .{0,20}memory",
-    "re:\\boom\\b",
+    "oom when allocating",
+    "oom error",
+    "oom detected",
 ];
 
 /// The rules, in order of precedence. The first that holds decides.
@@ -186,6 +188,10 @@ pub static RULES: &[Rule] = &[
             "gateway timeout",
             "too many requests",
             "toomanyrequests",
+            "serviceunavailable",
+            "internalservererror",
+            "badgateway",
+            "gatewaytimeout",
             "rate limit",
             "rate-limit",
             "ratelimit",
@@ -446,6 +452,10 @@ pub static RULES: &[Rule] = &[
             "preempted",
             "preemption",
             "lost node",
+            "node died",
+            "nodediederror",
+            "has been marked dead",
+            "missed too many heartbeats",
             "*lost* node",
             "exited unrelated to the running tasks",
             "node shutdown",
@@ -664,6 +674,8 @@ pub static RULES: &[Rule] = &[
             "hostid of your computer",
             "does not match the hostid",
             "license has expired",
+            "feature has expired",
+            "re:licen[sc]e (file )?(is )?expired",
             "license file does not support",
             "no such feature exists",
             "invalid license",
@@ -686,6 +698,7 @@ pub static RULES: &[Rule] = &[
             "no such image",
             "image not found",
             "not found: manifest",
+            "re:failed to pull image .{0,200}not ?found",
             "invalidimagename",
             "invalid reference format",
             "name unknown",
@@ -1253,6 +1266,14 @@ pub struct RulesClassifier;
 impl RulesClassifier {
     pub fn new() -> RulesClassifier {
         compiled();
+        // Compile the checks' patterns now, so the first case does not pay for them.
+        let case = FailureCase::default();
+        for check in RULES.iter().filter_map(|r| r.check) {
+            check(&Facts {
+                case: &case,
+                text: "",
+            });
+        }
         RulesClassifier
     }
 

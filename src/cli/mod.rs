@@ -2,6 +2,8 @@
 
 mod classify;
 mod demo;
+mod eval;
+mod fixtures;
 mod jobs;
 mod ledger_cmds;
 mod mcp;
@@ -117,6 +119,13 @@ pub enum Cmd {
     /// Run the bundled demo: a workflow with a flaky job and a permanent failure, classified,
     /// undone, rerun and replayed, each step shown as the command that does it.
     Demo(demo::DemoArgs),
+    /// Score a classifier (rules, precedent, an agent command, an OpenAI-compatible endpoint)
+    /// or a prompt on labeled failures, offline; `eval history` and `eval compare A B` read the
+    /// recorded runs.
+    Eval(eval::EvalArgs),
+    /// Labeled failures: export the ledger's decided failures with known outcomes, check files.
+    #[command(subcommand)]
+    Fixtures(fixtures::FixturesCmd),
 }
 
 /// A user-facing error: what went wrong, what to do next, and the exit code.
@@ -194,6 +203,8 @@ fn dispatch(cli: &Cli, out: &Out) -> CliResult {
         Cmd::Export => ledger_cmds::export(cli, out),
         Cmd::Import(a) => ledger_cmds::import(cli, out, a),
         Cmd::Demo(a) => demo::demo(cli, a),
+        Cmd::Eval(a) => eval::eval(cli, out, a),
+        Cmd::Fixtures(c) => fixtures::dispatch(cli, out, c),
         Cmd::Mcp(a) => mcp::mcp(cli, out, a),
     }
 }
