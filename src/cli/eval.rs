@@ -698,13 +698,17 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
     }
     let mut deltas = Vec::new();
     let mut add = |name: &str, path: &str| {
-        let (x, y) = (get(&a, path), get(&b, path));
-        deltas.push(json!({
-            "metric": name,
-            "a": x,
-            "b": y,
-            "delta": match (x, y) { (Some(x), Some(y)) => Some(y - x), _ => None },
-        }));
+        let raw = |r: &RunRecord| r.metrics.pointer(path).cloned().unwrap_or(Value::Null);
+        let (ra, rb) = (raw(&a), raw(&b));
+        let delta = match (ra.as_u64(), rb.as_u64()) {
+            // Counts stay integers.
+            (Some(x), Some(y)) => json!(y as i64 - x as i64),
+            _ => match (get(&a, path), get(&b, path)) {
+                (Some(x), Some(y)) => json!(y - x),
+                _ => Value::Null,
+            },
+        };
+        deltas.push(json!({ "metric": name, "a": ra, "b": rb, "delta": delta }));
     };
     for (name, path) in &metrics[..2] {
         add(name, path);
@@ -791,10 +795,12 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
         ));
     }
     out.line("");
-    let f = |v: &Value| {
-        v.as_f64()
+    let f = |v: &Value| match v {
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        v => v
+            .as_f64()
             .map(|x| format!("{x:.3}"))
-            .unwrap_or_else(|| "-".into())
+            .unwrap_or_else(|| "-".into()),
     };
     let rows: Vec<Vec<String>> = deltas
         .iter()
@@ -803,10 +809,13 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
                 d["metric"].as_str().unwrap_or("").to_string(),
                 f(&d["a"]),
                 f(&d["b"]),
-                d["delta"]
-                    .as_f64()
-                    .map(|x| format!("{x:+.3}"))
-                    .unwrap_or_else(|| "-".into()),
+                match &d["delta"] {
+                    Value::Number(n) if n.is_i64() => format!("{:+}", n.as_i64().unwrap_or(0)),
+                    v => v
+                        .as_f64()
+                        .map(|x| format!("{x:+.3}"))
+                        .unwrap_or_else(|| "-".into()),
+                },
             ]
         })
         .collect();

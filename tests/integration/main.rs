@@ -4,6 +4,7 @@ mod cli_ledger;
 mod cli_run;
 mod cli_workflows;
 mod common;
+mod eval;
 mod mcp_python;
 mod mcp_tools;
 mod prop_fold;
