@@ -6,6 +6,7 @@ pub mod event;
 pub mod ledger;
 pub mod mcp;
 pub mod model;
+pub mod recovery;
 pub mod runner;
 pub mod spec;
 pub mod state;

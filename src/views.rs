@@ -105,16 +105,24 @@ pub fn job_details(state: &State, j: &Job, tail_lines: usize) -> Value {
             "duration_ms": a.exit.as_ref().map(|e| e.duration_ms),
             "peak_memory_bytes": a.exit.as_ref().and_then(|e| e.peak_memory_bytes),
             "timed_out": a.exit.as_ref().map(|e| e.timed_out),
+            "decision": a.decision,
             "stdout_path": a.stdout_path,
             "stderr_path": a.stderr_path,
             "started_seq": a.started_seq,
             "finished_seq": a.finished_seq,
         }))
         .collect::<Vec<_>>());
+    // Each decision about this job, with only this job's item of its batch.
     v["decisions"] = json!(j
         .decisions
         .iter()
         .filter_map(|seq| decision(state, *seq))
+        .map(|mut d| {
+            if let Some(items) = d["items"].as_array_mut() {
+                items.retain(|i| i["job_id"] == j.id);
+            }
+            d
+        })
         .collect::<Vec<_>>());
     let (tail, err) = log_tail(j, true, tail_lines);
     v["stderr_tail"] = json!(tail);
@@ -130,8 +138,8 @@ pub fn decision(state: &State, seq: Seq) -> Option<Value> {
         .iter()
         .map(|it| {
             let job = state.job(it.job_id);
-            // The first attempt that started after this decision is the one it caused.
-            let next = job.and_then(|j| j.attempts.iter().find(|a| a.started_seq > seq));
+            // The attempt this decision put the job back for (linked by the fold).
+            let next = job.and_then(|j| j.attempts.iter().find(|a| a.decision == Some(seq)));
             let outcome = match (it.action, next) {
                 (crate::model::Action::Fail, _) => "failed by this decision",
                 (_, None) => "not run yet",
@@ -212,4 +220,72 @@ pub fn workflow_of(s: &State, b: &Body) -> Option<WorkflowId> {
 pub fn time_str(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// How each decider's decisions turned out: per actor, decisions, retries that succeeded,
+/// retries that failed again, retries not run yet, and failures that stayed failed. Undone
+/// decisions are counted apart.
+pub fn stats(state: &State, wf: Option<WorkflowId>) -> Vec<Value> {
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Tally {
+        decisions: u64,
+        retries: u64,
+        retry_succeeded: u64,
+        retry_failed_again: u64,
+        retry_pending: u64,
+        fails: u64,
+        fail_stayed_failed: u64,
+        undone: u64,
+    }
+    let mut by: BTreeMap<String, Tally> = BTreeMap::new();
+    for c in state.classifications.values() {
+        if wf.is_some_and(|w| c.workflow_id != w) {
+            continue;
+        }
+        let t = by.entry(c.actor.clone()).or_default();
+        for it in &c.items {
+            t.decisions += 1;
+            if c.undone_by.is_some() {
+                t.undone += 1;
+                continue;
+            }
+            let job = state.job(it.job_id);
+            match it.action {
+                crate::model::Action::Retry => {
+                    t.retries += 1;
+                    let next =
+                        job.and_then(|j| j.attempts.iter().find(|a| a.decision == Some(c.seq)));
+                    match next.and_then(|a| a.exit.as_ref()) {
+                        Some(e) if e.return_code == 0 && !e.timed_out => t.retry_succeeded += 1,
+                        Some(_) => t.retry_failed_again += 1,
+                        None => t.retry_pending += 1,
+                    }
+                }
+                crate::model::Action::Fail => {
+                    t.fails += 1;
+                    if job.is_some_and(|j| j.status == JobStatus::Failed) {
+                        t.fail_stayed_failed += 1;
+                    }
+                }
+            }
+        }
+    }
+    by.into_iter()
+        .map(|(actor, t)| {
+            let judged = t.retry_succeeded + t.retry_failed_again;
+            json!({
+                "actor": actor,
+                "decisions": t.decisions,
+                "retries": t.retries,
+                "retries_succeeded": t.retry_succeeded,
+                "retries_failed_again": t.retry_failed_again,
+                "retries_not_run_yet": t.retry_pending,
+                "fails": t.fails,
+                "fails_stayed_failed": t.fail_stayed_failed,
+                "undone": t.undone,
+                "retry_precision": (judged > 0).then(|| t.retry_succeeded as f64 / judged as f64),
+            })
+        })
+        .collect()
 }

@@ -137,18 +137,21 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &JobsCmd) -> CliResult {
                     ));
                 }
                 for d in v["decisions"].as_array().into_iter().flatten() {
-                    out.line(format!(
-                        "  decision {}: {} by {}: {}{}",
-                        d["seq"],
-                        d["action"].as_str().unwrap_or("?"),
-                        d["actor"].as_str().unwrap_or("?"),
-                        d["reason"].as_str().unwrap_or(""),
-                        if d["undone_by"].is_null() {
-                            ""
-                        } else {
-                            " (undone)"
-                        }
-                    ));
+                    for it in d["items"].as_array().into_iter().flatten() {
+                        out.line(format!(
+                            "  decision {}: {} by {}: {} — {}{}",
+                            d["seq"],
+                            it["action"].as_str().unwrap_or("?"),
+                            d["actor"].as_str().unwrap_or("?"),
+                            it["reason"].as_str().unwrap_or(""),
+                            it["outcome"].as_str().unwrap_or(""),
+                            if d["undone_by"].is_null() {
+                                ""
+                            } else {
+                                " (undone)"
+                            }
+                        ));
+                    }
                 }
                 if let Some(t) = v["stderr_tail"].as_str() {
                     if !t.is_empty() {

@@ -19,7 +19,7 @@ pub struct McpArgs {
     #[command(subcommand)]
     pub command: Option<McpCmd>,
     /// What agents may do: read (no writes), propose (dry runs only), apply (everything).
-    #[arg(long, value_enum, default_value_t = Mode::Propose)]
+    #[arg(long, value_enum, default_value_t = Mode::Propose, global = true)]
     pub mode: Mode,
     /// Serve streamable HTTP on this address instead of stdio (loopback unless you say otherwise).
     #[arg(long, value_name = "ADDR")]
@@ -36,6 +36,10 @@ pub struct McpArgs {
     /// Most classifications in one call.
     #[arg(long, default_value_t = 10_000)]
     pub max_items: usize,
+    /// The digest of the prompt the agent was given (set by the recovery loop's MCP config),
+    /// recorded with every decision.
+    #[arg(long, value_name = "HEX")]
+    pub prompt_digest: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,7 +89,8 @@ pub fn mcp(cli: &Cli, out: &Out, a: &McpArgs) -> CliResult {
         }
     }
     let ledger = Ledger::open_owner(&cli.ledger)?;
-    let server = LedgerMcp::new(ledger.clone(), a.mode, caps, a.actor.clone());
+    let server = LedgerMcp::new(ledger.clone(), a.mode, caps, a.actor.clone())
+        .with_prompt_digest(a.prompt_digest.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -7,6 +7,7 @@ mod fixtures;
 mod jobs;
 mod ledger_cmds;
 mod mcp;
+mod recover;
 mod render;
 mod run;
 mod workflows;
@@ -114,6 +115,13 @@ pub enum Cmd {
     Export,
     /// Load an exported log into an empty ledger, verifying every hash first.
     Import(ledger_cmds::ImportArgs),
+    /// One recovery pass: decide failed and parked jobs (precedent, rules, optionally an AI
+    /// agent over MCP), fix OOM/timeouts with per-job overrides, and run what was put back.
+    Recover(recover::RecoverArgs),
+    /// Keep a workflow running and recovering until it is complete or nothing more can be done.
+    Watch(recover::WatchArgs),
+    /// How each decider's decisions turned out: retries that succeeded or failed again.
+    Stats(recover::StatsArgs),
     /// Serve the ledger to AI agents over MCP (stdio, or streamable HTTP with --http).
     Mcp(mcp::McpArgs),
     /// Run the bundled demo: a workflow with a flaky job and a permanent failure, classified,
@@ -206,6 +214,9 @@ fn dispatch(cli: &Cli, out: &Out) -> CliResult {
         Cmd::Eval(a) => eval::eval(cli, out, a),
         Cmd::Fixtures(c) => fixtures::dispatch(cli, out, c),
         Cmd::Mcp(a) => mcp::mcp(cli, out, a),
+        Cmd::Recover(a) => recover::recover(cli, out, a),
+        Cmd::Watch(a) => recover::watch(cli, out, a),
+        Cmd::Stats(a) => recover::stats(cli, out, a),
     }
 }
 

@@ -151,6 +151,114 @@ pub fn apply_proposal(state: &State, proposal_id: Seq) -> Result<Vec<Body>, Deci
     ))
 }
 
+/// Recovery's retry of failed or terminated jobs: each goes back to ready as its next attempt
+/// (with its override), and the dependents its failure canceled go back to blocked, to be
+/// decided again when it ends.
+pub fn requeue(state: &State, req: &ClassifyRequest) -> Result<Vec<Body>, DecideError> {
+    let wf = state
+        .workflow(req.workflow_id)
+        .ok_or(DecideError::UnknownWorkflow(req.workflow_id))?;
+    if req.items.is_empty() {
+        return Err(DecideError::Refused("no jobs to requeue".into()));
+    }
+    let mut seen = HashSet::new();
+    let mut errors = Vec::new();
+    for it in &req.items {
+        let err = |reason: String| ItemError {
+            job_id: it.job_id,
+            reason,
+        };
+        match state.job(it.job_id) {
+            _ if !seen.insert(it.job_id) => errors.push(err("given twice".into())),
+            None => errors.push(err("no such job".into())),
+            Some(j) if j.workflow_id != req.workflow_id => errors.push(err(format!(
+                "belongs to workflow {}, not workflow {}",
+                j.workflow_id, req.workflow_id
+            ))),
+            Some(j) if !matches!(j.status, JobStatus::Failed | JobStatus::Terminated) => errors
+                .push(err(format!(
+                    "is {}; recovery requeues failed or terminated jobs",
+                    j.status
+                ))),
+            Some(_) if it.action != Action::Retry => errors.push(err(
+                "the job has already failed; requeue only retries".into(),
+            )),
+            Some(_) => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DecideError::ItemsRefused(errors));
+    }
+    let mut out = vec![Body::ClassificationApplied {
+        workflow_id: req.workflow_id,
+        proposal: None,
+        items: req.items.clone(),
+        evidence_digest: req.evidence_digest.clone(),
+    }];
+    // Every requeued job stops releasing its dependents, and the dependents its failure canceled
+    // wait again; then a requeued job whose own upstream is back in play waits (blocked) instead
+    // of running first.
+    let mut ov = Overlay::new(state);
+    for it in &req.items {
+        ov.changes.insert(it.job_id, JobStatus::Ready);
+    }
+    let mut uncanceled = Vec::new();
+    let mut back: HashSet<JobId> = HashSet::new();
+    for it in &req.items {
+        let mut queue = vec![state.job(it.job_id).expect("validated").index];
+        while let Some(idx) = queue.pop() {
+            for &d in &wf.dependents[idx as usize] {
+                let dep = state.job(wf.job_id_of(d)).expect("known");
+                if dep.status == JobStatus::Canceled && back.insert(dep.id) {
+                    uncanceled.push(Body::StatusChanged {
+                        job_id: dep.id,
+                        from: JobStatus::Canceled,
+                        to: JobStatus::Blocked,
+                        attempt_id: dep.attempt_id,
+                        prev_attempt_id: dep.attempt_id,
+                        why: Why::Requeued,
+                    });
+                    ov.changes.insert(dep.id, JobStatus::Blocked);
+                    queue.push(d);
+                }
+            }
+        }
+    }
+    for it in &req.items {
+        let job = state.job(it.job_id).expect("validated");
+        let from = job.resource_override;
+        let to = Override {
+            memory_bytes: it.memory_bytes.or(from.memory_bytes),
+            runtime_seconds: it.runtime_seconds.or(from.runtime_seconds),
+        };
+        if to != from {
+            out.push(Body::OverrideSet {
+                job_id: job.id,
+                from,
+                to,
+            });
+        }
+        let deps_done = wf.def.jobs[job.index as usize]
+            .depends_on
+            .iter()
+            .all(|&u| ov.status(wf.job_id_of(u)).releases_dependents());
+        out.push(Body::StatusChanged {
+            job_id: job.id,
+            from: job.status,
+            to: if deps_done {
+                JobStatus::Ready
+            } else {
+                JobStatus::Blocked
+            },
+            attempt_id: job.attempt_id + 1,
+            prev_attempt_id: job.attempt_id,
+            why: Why::Requeued,
+        });
+    }
+    out.extend(uncanceled);
+    Ok(out)
+}
+
 /// The batch for validated items: the head, then per job its override, its status change and,
 /// for `fail`, the cancellations downstream.
 fn effects(

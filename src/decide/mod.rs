@@ -58,6 +58,9 @@ pub enum Command {
         return_code: i64,
     },
     Classify(ClassifyRequest),
+    /// Recovery: retry failed or terminated jobs (with per-job overrides), putting back the
+    /// dependents their failure canceled. `dry_run` is ignored: preview it instead.
+    Requeue(ClassifyRequest),
     ApplyProposal {
         proposal_id: Seq,
     },
@@ -271,6 +274,7 @@ pub fn decide(state: &State, cmd: &Command) -> Result<Vec<Body>, DecideError> {
             }])
         }
         Command::Classify(req) => classify::classify(state, req),
+        Command::Requeue(req) => classify::requeue(state, req),
         Command::ApplyProposal { proposal_id } => classify::apply_proposal(state, *proposal_id),
         Command::Undo { target, batch } => undo::undo(state, *target, batch),
         Command::RecordEvaluation(e) => record_evaluation(e),

@@ -112,6 +112,8 @@ pub enum Why {
     Interrupted,
     /// Compensation appended by `undo`.
     Undo,
+    /// Recovery put a failed or terminated job (and the dependents it had canceled) back.
+    Requeued,
 }
 
 /// One classification as asked for (the `classify_and_resolve_failures` item).

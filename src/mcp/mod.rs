@@ -68,6 +68,8 @@ pub struct LedgerMcp {
     pub(crate) caps: Caps,
     /// Added to the agent's name in the actor of every write (`--actor`).
     pub(crate) actor_label: Option<String>,
+    /// The digest of the prompt the agent was given, recorded with its decisions.
+    pub(crate) prompt_digest: Option<String>,
     pub(crate) tool_router: ToolRouter<LedgerMcp>,
 }
 
@@ -91,8 +93,15 @@ impl LedgerMcp {
             mode,
             caps,
             actor_label,
+            prompt_digest: None,
             tool_router,
         }
+    }
+
+    /// Record this prompt digest with every decision (the recovery loop's agents).
+    pub fn with_prompt_digest(mut self, digest: Option<String>) -> LedgerMcp {
+        self.prompt_digest = digest;
+        self
     }
 
     /// Serve on stdin/stdout until the client goes away.

@@ -136,7 +136,7 @@ impl LedgerMcp {
                 name,
                 version,
                 model: None,
-                prompt_digest: None,
+                prompt_digest: self.prompt_digest.clone(),
             },
             cause: None,
             idempotency_key: key,

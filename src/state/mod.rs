@@ -44,6 +44,9 @@ pub struct Attempt {
     pub stderr_path: String,
     pub exit: Option<Exit>,
     pub finished_seq: Option<Seq>,
+    /// The classification (retry or requeue) that put the job back for this attempt: how the
+    /// ledger links a decision to its outcome.
+    pub decision: Option<Seq>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,6 +252,9 @@ impl State {
                 stderr_path,
             } => {
                 if let Some(j) = self.job_mut(*job_id) {
+                    // The latest decision since the previous attempt started, if any.
+                    let since = j.attempts.last().map(|a| a.started_seq).unwrap_or(0);
+                    let decision = j.decisions.last().copied().filter(|d| *d > since);
                     j.attempts.push(Attempt {
                         run_id: *run_id,
                         attempt_id: *attempt_id,
@@ -257,6 +263,7 @@ impl State {
                         stderr_path: stderr_path.clone(),
                         exit: None,
                         finished_seq: None,
+                        decision,
                     });
                     j.last_seq = seq;
                 }
@@ -450,6 +457,7 @@ pub fn describe_why(why: &Why) -> String {
         Why::Reset => "reset".into(),
         Why::Interrupted => "interrupted".into(),
         Why::Undo => "undo".into(),
+        Why::Requeued => "put back by recovery".into(),
     }
 }
 

@@ -8,4 +8,5 @@ mod eval;
 mod mcp_python;
 mod mcp_tools;
 mod prop_fold;
+mod recovery;
 mod schemas;
