@@ -339,7 +339,6 @@ pub static RULES: &[Rule] = &[
             "corrupt input",
             "corrupt archive",
             "corrupt gzip",
-            "malformed",
             "checksum mismatch",
             "crc check failed",
             "bad magic number",
