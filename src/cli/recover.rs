@@ -270,13 +270,19 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
         let mut runs = HashMap::new();
         let report = recover_pass(&session.ledger, a.workflow_id, &opts, &mut runs)?;
         print_pass(out, 1, &report);
-        if !a.dry_run && !a.no_run && report.changed_anything() {
+        let retried = report
+            .decisions
+            .iter()
+            .any(|d| d.action == "retry" && d.status == "applied");
+        if !a.dry_run && !a.no_run && retried {
             session.run(a.workflow_id)?;
         }
         let msg = if a.dry_run {
             "dry run: nothing was recorded or run".to_string()
         } else if !report.changed_anything() {
             "recovery changed nothing".to_string()
+        } else if !retried {
+            "decided; nothing was put back to run".to_string()
         } else if a.no_run {
             format!(
                 "decided; run them with: torc-ledger workflows run {}",
