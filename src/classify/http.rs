@@ -10,6 +10,9 @@
 //! 429, 5xx, timeouts and connection errors are retried with exponential backoff (honouring
 //! `Retry-After` up to 30 s); other statuses are not. A malformed answer, a refusal or a
 //! request that keeps failing is an error for that case, never a crash.
+//!
+//! The client is reqwest's blocking one: call `classify` from a plain thread (or tokio's
+//! `spawn_blocking`), never from inside an async task.
 
 use super::{case_json, parse_answer, Classifier, ClassifyError, FailureCase, Options, Verdict};
 use serde_json::{json, Value};

@@ -269,13 +269,20 @@ fn run(cli: &Cli, out: &Out, a: &EvalRunArgs) -> CliResult {
         predictions.clone(),
     );
     let fixture_digest = record.fixture_digest.clone();
-    let run_seq = if a.no_record {
-        None
+    // The results are shown even when recording fails (the error follows them).
+    let recorded: Result<Option<Seq>, CliError> = if a.no_record {
+        Ok(None)
     } else {
-        let ledger = Ledger::open(&cli.ledger)?;
-        let appended = ledger.execute(Command::RecordEvaluation(record), Ctx::user())?;
-        Some(appended.head())
+        Ledger::open(&cli.ledger)
+            .and_then(|l| l.execute(Command::RecordEvaluation(record), Ctx::user()))
+            .map(|appended| Some(appended.head()))
+            .map_err(|e| {
+                let mut e = CliError::from(e);
+                e.message = format!("the run was not recorded: {}", e.message);
+                e
+            })
     };
+    let run_seq = recorded.as_ref().ok().copied().flatten();
 
     if out.json() {
         let mut v = serde_json::to_value(&metrics).unwrap_or(Value::Null);
@@ -288,6 +295,12 @@ fn run(cli: &Cli, out: &Out, a: &EvalRunArgs) -> CliResult {
         v["fixture_files"] = json!(loaded.files);
         v["skipped_lines"] = json!(loaded.bad);
         v["predictions"] = json!(predictions.iter().map(prediction_json).collect::<Vec<_>>());
+        if let Err(e) = &recorded {
+            v["record_error"] = json!(e.message);
+            eprintln!("error: {}", e.message);
+            out.print_json(&v);
+            return Ok(e.code);
+        }
         out.print_json(&v);
         return Ok(exit::OK);
     }
@@ -306,7 +319,7 @@ fn run(cli: &Cli, out: &Out, a: &EvalRunArgs) -> CliResult {
     );
     print_report(out, &title, &fixture_digest, &loaded.files, &metrics);
     print_wrong(out, &cases, &predictions, a.show_wrong);
-    match run_seq {
+    match recorded? {
         Some(seq) => out.line(format!(
             "\nrecorded as run {seq}; list runs: torc-ledger eval history; compare: torc-ledger eval compare {seq} RUN"
         )),
@@ -337,8 +350,23 @@ fn print_report(out: &Out, title: &str, digest: &str, files: &[String], m: &Metr
         &digest[..12.min(digest.len())]
     ));
     out.line(format!(
-        "accuracy {:.3} ({}/{} right; {} without a verdict)",
-        m.accuracy, m.correct, m.n, m.errors
+        "accuracy {:.3} ({}/{} right; {} without a verdict{})",
+        m.accuracy,
+        m.correct,
+        m.n,
+        m.errors,
+        if m.errors_by_kind.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                m.errors_by_kind
+                    .iter()
+                    .map(|(k, n)| format!("{n} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     ));
     out.line("");
     out.line("costly errors");

@@ -20,6 +20,8 @@ pub struct Scored {
     pub latency_ms: f64,
     /// For `retry_with_resources`: did it name the right resource (memory vs runtime)?
     pub resource_match: Option<bool>,
+    /// Why there was no verdict (`bad_answer`, `timeout`, `no_precedent`, ...).
+    pub error_kind: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +74,9 @@ pub struct Metrics {
     pub accuracy: f64,
     /// Cases the classifier gave no verdict for.
     pub errors: usize,
+    /// The cases without a verdict by why (`bad_answer`, `refused`, `timeout`, `unavailable`,
+    /// `no_precedent`).
+    pub errors_by_kind: BTreeMap<String, usize>,
     pub per_class: BTreeMap<String, ClassMetrics>,
     /// expected → predicted (`error` for no verdict) → count.
     pub confusion: BTreeMap<String, BTreeMap<String, usize>>,
@@ -110,6 +115,11 @@ pub fn compute(cases: &[Scored]) -> Metrics {
         .filter(|c| c.predicted == Some(c.expected))
         .count();
     let errors = cases.iter().filter(|c| c.predicted.is_none()).count();
+    let mut errors_by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for c in cases.iter().filter(|c| c.predicted.is_none()) {
+        let kind = c.error_kind.clone().unwrap_or_else(|| ERROR.to_string());
+        *errors_by_kind.entry(kind).or_default() += 1;
+    }
 
     let mut per_class = BTreeMap::new();
     let mut confusion: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
@@ -211,6 +221,7 @@ pub fn compute(cases: &[Scored]) -> Metrics {
         correct,
         accuracy: ratio(correct, n),
         errors,
+        errors_by_kind,
         per_class,
         confusion,
         costly,
@@ -239,6 +250,7 @@ mod tests {
             },
             latency_ms: ms,
             resource_match: None,
+            error_kind: p.is_none().then(|| "timeout".to_string()),
         }
     }
 
@@ -268,6 +280,7 @@ mod tests {
         ];
         let m = compute(&cases);
         assert_eq!((m.n, m.correct, m.errors), (6, 2, 1));
+        assert_eq!(m.errors_by_kind["timeout"], 1);
         assert!((m.accuracy - 2.0 / 6.0).abs() < 1e-12);
         let r = &m.per_class["retry"];
         assert!((r.precision - 1.0 / 3.0).abs() < 1e-12);

@@ -78,9 +78,19 @@ pub fn score(fixtures: &[Fixture], results: &[CaseResult]) -> (Metrics, Vec<Pred
     let mut predictions = Vec::with_capacity(fixtures.len());
     for (fx, r) in fixtures.iter().zip(results) {
         let latency_ms = r.latency.as_secs_f64() * 1000.0;
-        let (predicted, reason, kind) = match &r.verdict {
-            Ok(v) => (Some(v.action), v.reason.clone(), resource_match(fx, v)),
-            Err(e) => (None, format!("error ({}): {e}", e.kind()), None),
+        let (predicted, reason, kind, error_kind) = match &r.verdict {
+            Ok(v) => (
+                Some(v.action),
+                v.reason.clone(),
+                resource_match(fx, v),
+                None,
+            ),
+            Err(e) => (
+                None,
+                format!("error ({}): {e}", e.kind()),
+                None,
+                Some(e.kind().to_string()),
+            ),
         };
         scored.push(Scored {
             id: fx.id.clone(),
@@ -90,6 +100,7 @@ pub fn score(fixtures: &[Fixture], results: &[CaseResult]) -> (Metrics, Vec<Pred
             category: fx.category.clone(),
             latency_ms,
             resource_match: kind,
+            error_kind,
         });
         predictions.push(Prediction {
             id: fx.id.clone(),
@@ -193,6 +204,7 @@ mod tests {
         assert!(preds[3].predicted.is_none() && preds[3].reason.contains("bad_answer"));
         // f3, f13, f23, f33 are errors (all expected fail); the other fails were retried.
         assert_eq!(m.errors, 4);
+        assert_eq!(m.errors_by_kind["bad_answer"], 4);
         assert_eq!(m.costly.permanent_retried.count, 16);
         assert_eq!(m.correct, 20);
         let e = evaluation(&Flaky, None, &fx, &["f.jsonl".into()], &m, preds);

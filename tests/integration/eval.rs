@@ -371,6 +371,7 @@ fn an_openai_compatible_endpoint_classifies_with_retries_and_survives_bad_answer
         v["errors"], 1,
         "the malformed answer is one error, not a crash"
     );
+    assert_eq!(v["errors_by_kind"]["bad_answer"], 1);
     assert_eq!(v["accuracy"], 0.75);
     assert!(predicted(&v, "t4").is_null());
     let t4 = v["predictions"][3]["reason"].as_str().unwrap();
@@ -420,6 +421,7 @@ fn an_openai_compatible_endpoint_classifies_with_retries_and_survives_bad_answer
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v = json_of(&out);
     assert_eq!(v["errors"], 4);
+    assert_eq!(v["errors_by_kind"]["unavailable"], 4);
     assert_eq!(v["accuracy"], 0.0);
 }
 
