@@ -151,6 +151,20 @@ pub fn apply_proposal(state: &State, proposal_id: Seq) -> Result<Vec<Body>, Deci
     ))
 }
 
+/// The override a retry asks for, as an event, if it changes the job's current one.
+fn override_change(job: &crate::state::Job, it: &Classification) -> Option<Body> {
+    let from = job.resource_override;
+    let to = Override {
+        memory_bytes: it.memory_bytes.or(from.memory_bytes),
+        runtime_seconds: it.runtime_seconds.or(from.runtime_seconds),
+    };
+    (to != from).then_some(Body::OverrideSet {
+        job_id: job.id,
+        from,
+        to,
+    })
+}
+
 /// Recovery's retry of failed or terminated jobs: each goes back to ready as its next attempt
 /// (with its override), and the dependents its failure canceled go back to blocked, to be
 /// decided again when it ends.
@@ -226,18 +240,7 @@ pub fn requeue(state: &State, req: &ClassifyRequest) -> Result<Vec<Body>, Decide
     }
     for it in &req.items {
         let job = state.job(it.job_id).expect("validated");
-        let from = job.resource_override;
-        let to = Override {
-            memory_bytes: it.memory_bytes.or(from.memory_bytes),
-            runtime_seconds: it.runtime_seconds.or(from.runtime_seconds),
-        };
-        if to != from {
-            out.push(Body::OverrideSet {
-                job_id: job.id,
-                from,
-                to,
-            });
-        }
+        out.extend(override_change(job, it));
         let deps_done = wf.def.jobs[job.index as usize]
             .depends_on
             .iter()
@@ -279,18 +282,7 @@ fn effects(
         let job = state.job(it.job_id).expect("validated");
         match it.action {
             Action::Retry => {
-                let from = job.resource_override;
-                let to = Override {
-                    memory_bytes: it.memory_bytes.or(from.memory_bytes),
-                    runtime_seconds: it.runtime_seconds.or(from.runtime_seconds),
-                };
-                if to != from {
-                    out.push(Body::OverrideSet {
-                        job_id: job.id,
-                        from,
-                        to,
-                    });
-                }
+                out.extend(override_change(job, it));
                 out.push(Body::StatusChanged {
                     job_id: job.id,
                     from: JobStatus::PendingFailed,

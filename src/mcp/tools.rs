@@ -98,19 +98,18 @@ fn ok(v: Value) -> Result<CallToolResult, rmcp::ErrorData> {
 }
 
 /// A refusal the agent should read and act on (not a protocol error).
-fn refuse(message: impl Into<String>, mut extra: Value) -> Result<CallToolResult, rmcp::ErrorData> {
-    let message = message.into();
+fn refusal(message: impl Into<String>, mut extra: Value) -> CallToolResult {
     if !extra.is_object() {
         extra = json!({});
     }
-    extra["error"] = json!(message);
+    extra["error"] = json!(message.into());
     let mut r = CallToolResult::structured(extra);
     r.is_error = Some(true);
-    Ok(r)
+    r
 }
 
-fn ledger_refusal(e: LedgerError) -> Result<CallToolResult, rmcp::ErrorData> {
-    refuse(e.to_string(), json!({}))
+fn refuse(message: impl Into<String>, extra: Value) -> Result<CallToolResult, rmcp::ErrorData> {
+    Ok(refusal(message, extra))
 }
 
 fn id(v: i64, what: &str) -> Result<u64, String> {
@@ -145,6 +144,20 @@ impl LedgerMcp {
 
     fn state(&self) -> Result<State, LedgerError> {
         self.ledger.state(None)
+    }
+
+    /// The current state, or the refusal to return.
+    fn snapshot(&self) -> Result<State, CallToolResult> {
+        self.state().map_err(|e| refusal(e.to_string(), json!({})))
+    }
+
+    /// The current state and a known workflow, or the refusal to return.
+    fn load(&self, workflow_id: i64) -> Result<(State, WorkflowId), CallToolResult> {
+        let s = self.snapshot()?;
+        match self.workflow_or_refuse(&s, workflow_id) {
+            Ok(wf) => Ok((s, wf)),
+            Err(m) => Err(refusal(m, json!({}))),
+        }
     }
 
     fn workflow_or_refuse(&self, s: &State, wf: i64) -> Result<WorkflowId, String> {
@@ -281,13 +294,9 @@ Returns workflow_id, name, total_jobs, job_counts_by_status, run_id, is_complete
         &self,
         Parameters(a): Parameters<WorkflowArgs>,
     ) -> Result<CallToolResult, rmcp::ErrorData> {
-        let s = match self.state() {
-            Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
-        };
-        let wf = match self.workflow_or_refuse(&s, a.workflow_id) {
-            Ok(w) => w,
-            Err(m) => return refuse(m, json!({})),
+        let (s, wf) = match self.load(a.workflow_id) {
+            Ok(x) => x,
+            Err(r) => return Ok(r),
         };
         let st = views::status(&s, wf).expect("known workflow");
         ok(json!({
@@ -311,13 +320,9 @@ classify_and_resolve_failures. See the guidance field for how to decide."
         &self,
         Parameters(a): Parameters<WorkflowArgs>,
     ) -> Result<CallToolResult, rmcp::ErrorData> {
-        let s = match self.state() {
-            Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
-        };
-        let wf = match self.workflow_or_refuse(&s, a.workflow_id) {
-            Ok(w) => w,
-            Err(m) => return refuse(m, json!({})),
+        let (s, wf) = match self.load(a.workflow_id) {
+            Ok(x) => x,
+            Err(r) => return Ok(r),
         };
         let jobs: Vec<Value> = views::jobs_in(&s, wf, JobStatus::PendingFailed)
             .into_iter()
@@ -377,9 +382,9 @@ permission/auth/license errors."
         if a.idempotency_key.as_ref().is_some_and(|k| k.len() > 200) {
             return refuse("idempotency_key is longer than 200 bytes", json!({}));
         }
-        let s = match self.state() {
+        let s = match self.snapshot() {
             Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
+            Err(r) => return Ok(r),
         };
         let wf = match self.workflow_or_refuse(&s, a.workflow_id) {
             Ok(w) => w,
@@ -481,9 +486,9 @@ refusal: unknown, already applied, or stale (a job changed since the dry run: re
             Ok(x) => x,
             Err(e) => return refuse(e.to_string(), json!({"proposal_id": pid, "applied": false})),
         };
-        let s = match self.state() {
+        let s = match self.snapshot() {
             Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
+            Err(r) => return Ok(r),
         };
         let p = s.proposals.get(&pid).expect("applied proposal exists");
         let results: Vec<Value> = p
@@ -513,9 +518,9 @@ and the last lines of its stderr."
         &self,
         Parameters(a): Parameters<JobArgs>,
     ) -> Result<CallToolResult, rmcp::ErrorData> {
-        let s = match self.state() {
+        let s = match self.snapshot() {
             Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
+            Err(r) => return Ok(r),
         };
         let Some(j) = id(a.job_id, "job_id").ok().and_then(|j| s.job(j)) else {
             return refuse(format!("unknown job {}", a.job_id), json!({}));
@@ -531,13 +536,9 @@ and the last lines of its stderr."
         &self,
         Parameters(a): Parameters<JobLogsArgs>,
     ) -> Result<CallToolResult, rmcp::ErrorData> {
-        let s = match self.state() {
-            Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
-        };
-        let wf = match self.workflow_or_refuse(&s, a.workflow_id) {
-            Ok(w) => w,
-            Err(m) => return refuse(m, json!({})),
+        let (s, wf) = match self.load(a.workflow_id) {
+            Ok(x) => x,
+            Err(r) => return Ok(r),
         };
         let Some(j) = id(a.job_id, "job_id").ok().and_then(|j| s.job(j)) else {
             return refuse(format!("unknown job {}", a.job_id), json!({}));
@@ -593,13 +594,9 @@ and the last lines of its stderr."
         &self,
         Parameters(a): Parameters<StatusArgs>,
     ) -> Result<CallToolResult, rmcp::ErrorData> {
-        let s = match self.state() {
-            Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
-        };
-        let wf = match self.workflow_or_refuse(&s, a.workflow_id) {
-            Ok(w) => w,
-            Err(m) => return refuse(m, json!({})),
+        let (s, wf) = match self.load(a.workflow_id) {
+            Ok(x) => x,
+            Err(r) => return Ok(r),
         };
         let Some(status) = JobStatus::parse(&a.status) else {
             return refuse(
@@ -626,13 +623,9 @@ tails (which Torc's list_failed_jobs omits)."
         &self,
         Parameters(a): Parameters<WorkflowArgs>,
     ) -> Result<CallToolResult, rmcp::ErrorData> {
-        let s = match self.state() {
-            Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
-        };
-        let wf = match self.workflow_or_refuse(&s, a.workflow_id) {
-            Ok(w) => w,
-            Err(m) => return refuse(m, json!({})),
+        let (s, wf) = match self.load(a.workflow_id) {
+            Ok(x) => x,
+            Err(r) => return Ok(r),
         };
         let mut jobs: Vec<Value> = Vec::new();
         for st in [JobStatus::Failed, JobStatus::Terminated] {
@@ -657,9 +650,9 @@ succeeded / failed again)."
         if a.workflow_id.is_none() && a.job_id.is_none() {
             return refuse("give workflow_id or job_id", json!({}));
         }
-        let s = match self.state() {
+        let s = match self.snapshot() {
             Ok(s) => s,
-            Err(e) => return ledger_refusal(e),
+            Err(r) => return Ok(r),
         };
         let wf = match a
             .workflow_id

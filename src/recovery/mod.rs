@@ -375,83 +375,52 @@ pub fn recover_pass(
         cause: None,
         idempotency_key: None,
     };
-    for (stage, actor, mode, items) in by_stage {
-        let dry = opts.dry_run || mode == StageMode::Propose;
+    // One batch per stage: parked jobs are classified, final failures requeued.
+    let mut batches: Vec<(String, Actor, StageMode, bool, Vec<Classification>)> = by_stage
+        .into_iter()
+        .map(|(stage, actor, mode, items)| (stage, actor, mode, false, items))
+        .collect();
+    for (actor, c) in requeue {
+        let stage = match &actor {
+            Actor::Classifier { name, .. } => name.clone(),
+            _ => "rules".into(),
+        };
+        match batches
+            .iter_mut()
+            .find(|(st, _, _, rq, _)| *rq && *st == stage)
+        {
+            Some((_, _, _, _, v)) => v.push(c),
+            None => batches.push((stage, actor, StageMode::Apply, true, vec![c])),
+        }
+    }
+    for (stage, actor, mode, is_requeue, items) in batches {
         let req = ClassifyRequest {
             workflow_id,
             items: items.clone(),
             dry_run: mode == StageMode::Propose,
             evidence_digest: None,
         };
-        let seq = if opts.dry_run {
-            ledger.preview(Command::Classify(req))?;
-            None
+        let cmd = if is_requeue {
+            Command::Requeue(req)
         } else {
-            Some(
-                ledger
-                    .execute(Command::Classify(req), ctx_for(&actor))?
-                    .head(),
-            )
+            Command::Classify(req)
+        };
+        let (seq, status) = if opts.dry_run {
+            ledger.preview(cmd)?;
+            (None, "would_apply")
+        } else {
+            let head = ledger.execute(cmd, ctx_for(&actor))?.head();
+            let status = if mode == StageMode::Propose {
+                "proposed"
+            } else {
+                "applied"
+            };
+            (Some(head), status)
         };
         for c in items {
-            report.decisions.push(pass_decision(
-                &s,
-                &c,
-                &stage,
-                seq,
-                if opts.dry_run {
-                    "would_apply"
-                } else if dry {
-                    "proposed"
-                } else {
-                    "applied"
-                },
-                &name_of,
-            ));
-        }
-    }
-    // Requeues, grouped by actor (precedent or rules).
-    let mut groups: Vec<(Actor, Vec<Classification>)> = Vec::new();
-    for (actor, c) in requeue {
-        match groups.iter_mut().find(|(a, _)| *a == actor) {
-            Some((_, v)) => v.push(c),
-            None => groups.push((actor, vec![c])),
-        }
-    }
-    for (actor, items) in groups {
-        let stage = match &actor {
-            Actor::Classifier { name, .. } => name.clone(),
-            _ => "rules".into(),
-        };
-        let req = ClassifyRequest {
-            workflow_id,
-            items: items.clone(),
-            dry_run: false,
-            evidence_digest: None,
-        };
-        let seq = if opts.dry_run {
-            ledger.preview(Command::Requeue(req))?;
-            None
-        } else {
-            Some(
-                ledger
-                    .execute(Command::Requeue(req), ctx_for(&actor))?
-                    .head(),
-            )
-        };
-        for c in items {
-            report.decisions.push(pass_decision(
-                &s,
-                &c,
-                &stage,
-                seq,
-                if opts.dry_run {
-                    "would_apply"
-                } else {
-                    "applied"
-                },
-                &name_of,
-            ));
+            report
+                .decisions
+                .push(pass_decision(&s, &c, &stage, seq, status, &name_of));
         }
     }
 
