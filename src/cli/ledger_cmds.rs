@@ -117,11 +117,12 @@ pub fn log(cli: &Cli, out: &Out, a: &LogArgs) -> CliResult {
         let name = namer(&s);
         if head.index == 0 {
             out.line(format!(
-                "{:>6}  {}  {:<18}  {}",
+                "{:>6}  {}  {:<18}  {}{}",
                 head.seq,
                 time_str(head.time_ms),
                 head.actor.label(),
-                describe(head, &name)
+                describe(head, &name),
+                decision_link(&s, head)
             ));
         }
         for k in (i..batch_end + usize::from(head.index != 0)).rev() {
@@ -134,6 +135,44 @@ pub fn log(cli: &Cli, out: &Out, a: &LogArgs) -> CliResult {
         i = batch_end + 1;
     }
     Ok(exit::OK)
+}
+
+/// For a runner event of an attempt that a decision caused: which decision, and (at the end)
+/// how it turned out. Empty otherwise.
+fn decision_link(s: &State, ev: &Event) -> String {
+    let (job_id, finished) = match &ev.body {
+        Body::StatusChanged {
+            job_id,
+            why: crate::event::Why::Started,
+            ..
+        } => (*job_id, false),
+        Body::JobFinished { job_id, .. } => (*job_id, true),
+        _ => return String::new(),
+    };
+    let Some(job) = s.job(job_id) else {
+        return String::new();
+    };
+    let attempt = job.attempts.iter().find(|a| {
+        if finished {
+            a.finished_seq == Some(ev.seq)
+        } else {
+            a.started_seq == ev.seq + 1
+        }
+    });
+    match attempt.and_then(|a| a.decision.map(|d| (a, d))) {
+        Some((a, d)) if finished => {
+            let ok = a
+                .exit
+                .as_ref()
+                .is_some_and(|e| e.return_code == 0 && !e.timed_out);
+            format!(
+                "  [retry decided by event {d} {}]",
+                if ok { "succeeded" } else { "failed again" }
+            )
+        }
+        Some((_, d)) => format!("  [retry decided by event {d}]"),
+        None => String::new(),
+    }
 }
 
 pub fn show(cli: &Cli, out: &Out, a: &ShowArgs) -> CliResult {
@@ -180,9 +219,22 @@ pub fn show(cli: &Cli, out: &Out, a: &ShowArgs) -> CliResult {
         if let Body::ClassificationApplied { items, .. } | Body::ProposalRecorded { items, .. } =
             &ev.body
         {
+            // For an applied decision, how each job's next attempt turned out.
+            let outcomes = crate::views::decision(&s, ev.seq);
             for it in items {
+                let outcome = outcomes
+                    .as_ref()
+                    .and_then(|d| {
+                        d["items"]
+                            .as_array()?
+                            .iter()
+                            .find(|i| i["job_id"] == it.job_id)?["outcome"]
+                            .as_str()
+                            .map(|o| format!(" [{o}]"))
+                    })
+                    .unwrap_or_default();
                 out.line(format!(
-                    "    job {}: {} — {}",
+                    "    job {}: {} — {}{outcome}",
                     it.job_id,
                     it.action.as_str(),
                     if it.reason.is_empty() {

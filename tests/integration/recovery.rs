@@ -150,6 +150,15 @@ fn one_recover_with_an_agent_completes_what_can_complete_and_attributes_every_de
         "retry succeeded"
     );
     assert_eq!(oom["attempts"][1]["decision"], oom["decisions"][0]["seq"]);
+    // `log` and `show` show the link too.
+    let seq = oom["decisions"][0]["seq"].to_string();
+    let log = stdout(&sb.run(&["log", "-n", "500"]));
+    assert!(
+        log.contains(&format!("[retry decided by event {seq} succeeded]")),
+        "{log}"
+    );
+    let shown = stdout(&sb.run(&["show", &seq]));
+    assert!(shown.contains("[retry succeeded]"), "{shown}");
 }
 
 #[test]
