@@ -666,6 +666,7 @@ fn fixture_matches_the_labeled_failures() {
     for path in [
         PathBuf::from(shared),
         repo_path("fixtures/failures/dev.jsonl"),
+        repo_path("fixtures/failures/heldout.jsonl"),
     ] {
         let Ok(text) = std::fs::read_to_string(&path) else {
             eprintln!("note: {} is absent here; not checked", path.display());
