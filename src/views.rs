@@ -139,7 +139,11 @@ pub fn decision(state: &State, seq: Seq) -> Option<Value> {
         .map(|it| {
             let job = state.job(it.job_id);
             // The attempt this decision put the job back for (linked by the fold).
-            let next = job.and_then(|j| j.attempts.iter().find(|a| a.decision == Some(seq)));
+            let next = job.and_then(|j| {
+                j.attempts
+                    .iter()
+                    .find(|a| a.decision == Some(seq) && !a.interrupted)
+            });
             let outcome = match (it.action, next) {
                 (crate::model::Action::Fail, _) => "failed by this decision",
                 (_, None) => "not run yet",
@@ -254,8 +258,11 @@ pub fn stats(state: &State, wf: Option<WorkflowId>) -> Vec<Value> {
             match it.action {
                 crate::model::Action::Retry => {
                     t.retries += 1;
-                    let next =
-                        job.and_then(|j| j.attempts.iter().find(|a| a.decision == Some(c.seq)));
+                    let next = job.and_then(|j| {
+                        j.attempts
+                            .iter()
+                            .find(|a| a.decision == Some(c.seq) && !a.interrupted)
+                    });
                     match next.and_then(|a| a.exit.as_ref()) {
                         Some(e) if e.return_code == 0 && !e.timed_out => t.retry_succeeded += 1,
                         Some(_) => t.retry_failed_again += 1,

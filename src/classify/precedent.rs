@@ -250,7 +250,12 @@ pub fn outcomes(
                 skipped.push(skip("no finished attempt before the decision".into()));
                 continue;
             };
-            let Some(next) = job.attempts.iter().find(|a| a.started_seq > seq) else {
+            // The attempt the decision caused (an interrupted one says nothing).
+            let Some(next) = job
+                .attempts
+                .iter()
+                .find(|a| a.started_seq > seq && !a.interrupted)
+            else {
                 skipped.push(skip("the retry has not run yet".into()));
                 continue;
             };

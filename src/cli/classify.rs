@@ -395,10 +395,9 @@ pub fn proposals(cli: &Cli, out: &Out, c: &ProposalsCmd) -> CliResult {
                 },
             )?;
             let s = ledger.state(None)?;
-            let p = s
-                .proposals
-                .get(proposal_id)
-                .expect("applied proposal exists");
+            let p = s.proposals.get(proposal_id).ok_or_else(|| {
+                CliError::internal(format!("proposal {proposal_id} vanished after applying"))
+            })?;
             if out.json() {
                 out.print_json(&json!({
                     "proposal_id": proposal_id,

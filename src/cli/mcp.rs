@@ -102,7 +102,7 @@ pub fn mcp(cli: &Cli, out: &Out, a: &McpArgs) -> CliResult {
             None => server.serve_stdio().await,
         }
     });
-    if let Ledger::Local(_) = ledger {
+    if ledger.is_owner() {
         remote::cleanup(&ledger.dir());
     }
     result.map_err(|e| CliError::internal(format!("MCP server: {e}")))?;

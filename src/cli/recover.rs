@@ -61,6 +61,9 @@ pub struct RecoverArgs {
     /// Precedent only proposes (a person applies).
     #[arg(long)]
     pub precedent_propose_only: bool,
+    /// A job whose retries already failed again this many times is left to the agent or a person.
+    #[arg(long, default_value_t = 2)]
+    pub max_failed_retries: u32,
 }
 
 #[derive(Args, Debug)]
@@ -121,7 +124,9 @@ fn options(cli: &Cli, a: &RecoverArgs) -> Result<RecoverOptions, CliError> {
         },
         agent_timeout: Duration::from_secs(timeout.max(1)),
         max_agent_runs_per_job: a.ai_max_runs_per_job.max(1),
+        max_failed_retries: a.max_failed_retries.max(1),
         output_dir: absolute(&cli.output_dir),
+        ..RecoverOptions::default()
     })
 }
 
@@ -219,7 +224,7 @@ impl Session {
     }
 
     fn close(&self) {
-        if let Ledger::Local(_) = self.ledger {
+        if self.ledger.is_owner() {
             remote::cleanup(&self.ledger.dir());
         }
     }
@@ -263,13 +268,24 @@ fn finish(
 
 pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
     no_at(cli, "recover")?;
-    let opts = options(cli, a)?;
+    let mut opts = options(cli, a)?;
     let session = Session::open(cli, a.max_parallel)?;
+    opts.stop = session.run_opts.stop.clone();
     let result = (|| {
         session.ledger.view(a.workflow_id)?;
         let mut runs = HashMap::new();
         let report = recover_pass(&session.ledger, a.workflow_id, &opts, &mut runs)?;
         print_pass(out, 1, &report);
+        if session.run_opts.stop.load(Ordering::Relaxed) {
+            finish(
+                out,
+                &session.ledger,
+                a.workflow_id,
+                &[report],
+                "interrupted",
+            )?;
+            return Ok(exit::INTERRUPTED);
+        }
         let retried = report
             .decisions
             .iter()
@@ -291,7 +307,12 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
         } else {
             "recovered and ran the jobs it put back".to_string()
         };
-        finish(out, &session.ledger, a.workflow_id, &[report], &msg)
+        let code = finish(out, &session.ledger, a.workflow_id, &[report], &msg)?;
+        Ok(if session.run_opts.stop.load(Ordering::Relaxed) {
+            exit::INTERRUPTED
+        } else {
+            code
+        })
     })();
     session.close();
     result
@@ -299,9 +320,11 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
 
 pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
     no_at(cli, "watch")?;
-    let opts = options(cli, &a.recover)?;
+    let mut opts = options(cli, &a.recover)?;
     let wf = a.recover.workflow_id;
     let session = Session::open(cli, a.recover.max_parallel)?;
+    opts.stop = session.run_opts.stop.clone();
+    let stopped_by_user = || session.run_opts.stop.load(Ordering::Relaxed);
     let result = (|| {
         session.ledger.view(wf)?;
         let mut runs = HashMap::new();
@@ -326,6 +349,9 @@ pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
                     }
                 }
             }
+            if stopped_by_user() {
+                break "interrupted".to_string();
+            }
             let s = session.ledger.state(None)?;
             let w = s.workflow(wf).expect("checked");
             if runner::reason_of(&s.counts_by_status(w)) == StopReason::Complete {
@@ -343,6 +369,9 @@ pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
             let agent_stuck = report.agent_runs.iter().any(|r| r.resolved.is_empty());
             let agent_error = report.agent_error.clone();
             passes.push(report);
+            if stopped_by_user() {
+                break "interrupted".into();
+            }
             if a.recover.dry_run {
                 break "dry run: nothing was recorded or run".into();
             }
@@ -355,15 +384,19 @@ pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
             if !changed {
                 break "nothing more can be done automatically".into();
             }
-            if opts.agent_mode == StageMode::Propose
-                && passes
-                    .last()
-                    .is_some_and(|p| p.decisions.iter().all(|d| d.status == "proposed"))
-            {
+            // Only proposals (from any stage): a person decides next, not another pass.
+            if passes.last().is_some_and(|p| {
+                !p.decisions.is_empty() && p.decisions.iter().all(|d| d.status == "proposed")
+            }) {
                 break "proposals recorded; a person applies them with `torc-ledger proposals apply ID`".into();
             }
         };
-        finish(out, &session.ledger, wf, &passes, &stopped)
+        let code = finish(out, &session.ledger, wf, &passes, &stopped)?;
+        Ok(if stopped_by_user() {
+            exit::INTERRUPTED
+        } else {
+            code
+        })
     })();
     session.close();
     result

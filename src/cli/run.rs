@@ -87,7 +87,7 @@ pub fn run_and_report(
         let _ = signal_hook::flag::register(sig, opts.stop.clone());
     }
     let result = runner::run_workflow(ledger, wf, &opts);
-    if let Ledger::Local(_) = ledger {
+    if ledger.is_owner() {
         remote::cleanup(&ledger.dir());
     }
     let report = result?;

@@ -31,6 +31,16 @@ pub struct LocalLedger {
     changed: Condvar,
     changed_lock: Mutex<Seq>,
     runners: Mutex<HashSet<WorkflowId>>,
+    /// Set when a flush failed: appended events may not be durable, so no further write is
+    /// accepted until the ledger is reopened (which folds what actually reached the disk).
+    poisoned: Mutex<Option<String>>,
+}
+
+/// The first 16 hex digits of blake3 over the command's encoding: what an idempotency key is
+/// tied to.
+fn command_digest(cmd: &Command) -> String {
+    let bytes = bincode::serialize(cmd).unwrap_or_default();
+    blake3::hash(&bytes).to_hex()[..16].to_string()
 }
 
 fn now_ms() -> u64 {
@@ -75,6 +85,7 @@ impl LocalLedger {
             changed: Condvar::new(),
             changed_lock: Mutex::new(last),
             runners: Mutex::new(HashSet::new()),
+            poisoned: Mutex::new(None),
         })
     }
 
@@ -84,17 +95,30 @@ impl LocalLedger {
 
     /// Run a command: decide against the current state, append its events as one atomic batch,
     /// fold them, and return once they are durable.
-    pub fn execute(&self, cmd: Command, ctx: Ctx) -> Result<Appended, LedgerError> {
+    pub fn execute(&self, cmd: Command, mut ctx: Ctx) -> Result<Appended, LedgerError> {
+        if let Some(e) = self.poisoned.lock().unwrap().clone() {
+            return Err(LedgerError::Store(e));
+        }
         let (seqs, replayed) = {
             let mut state = self.state.lock().unwrap();
-            if let Some(key) = &ctx.idempotency_key {
-                if let Some(seqs) = state.idempotency.get(key) {
-                    (seqs.clone(), true)
-                } else {
-                    (self.append_locked(&mut state, cmd, &ctx)?, false)
+            match ctx.idempotency_key.take() {
+                None => (self.append_locked(&mut state, cmd, &ctx)?, false),
+                Some(key) => {
+                    let digest = command_digest(&cmd);
+                    match state.idempotency.get(&key) {
+                        Some((d, seqs)) if *d == digest => (seqs.clone(), true),
+                        Some((_, seqs)) => {
+                            return Err(LedgerError::Invalid(format!(
+                                "idempotency key {key:?} was already used for another command (event {}); use a new key for a new command",
+                                seqs.first().copied().unwrap_or(0)
+                            )))
+                        }
+                        None => {
+                            ctx.idempotency_key = Some(format!("{key}#{digest}"));
+                            (self.append_locked(&mut state, cmd, &ctx)?, false)
+                        }
+                    }
                 }
-            } else {
-                (self.append_locked(&mut state, cmd, &ctx)?, false)
             }
         };
         if let Some(&last) = seqs.last() {
@@ -178,8 +202,13 @@ impl LocalLedger {
             let res = self.store.flush();
             d = self.durable.lock().unwrap();
             d.flushing = false;
-            if res.is_ok() {
-                d.durable = d.durable.max(target);
+            match &res {
+                Ok(()) => d.durable = d.durable.max(target),
+                Err(e) => {
+                    *self.poisoned.lock().unwrap() = Some(format!(
+                        "the ledger could not make writes durable ({e}); nothing more is accepted until it is reopened: stop this process and run the command again"
+                    ));
+                }
             }
             self.durable_cv.notify_all();
             res?;
@@ -368,9 +397,8 @@ impl LocalLedger {
             records.push((ev.seq, bytes));
             n += 1;
         }
-        for chunk in records.chunks(4096) {
-            self.store.append(chunk)?;
-        }
+        // One atomic batch: an import is all or nothing.
+        self.store.append(&records)?;
         self.store.flush()?;
         *state = fresh;
         let mut d = self.durable.lock().unwrap();

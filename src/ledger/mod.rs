@@ -113,7 +113,7 @@ pub enum Ledger {
 pub const SOCKET: &str = "owner.sock";
 pub const OWNER_INFO: &str = "owner.json";
 
-fn open_wait() -> Duration {
+pub(crate) fn open_wait() -> Duration {
     std::env::var("TORC_LEDGER_OPEN_TIMEOUT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -147,7 +147,7 @@ impl Ledger {
                     return Ok(Ledger::Local(local));
                 }
                 Err(LedgerError::Busy(_)) => {
-                    if let Ok(r) = remote::RemoteLedger::connect(dir) {
+                    if let Ok(r) = remote::RemoteLedger::connect(dir, serve) {
                         return Ok(Ledger::Remote(Arc::new(r)));
                     }
                 }
@@ -265,6 +265,15 @@ impl Ledger {
 
     pub fn is_remote(&self) -> bool {
         matches!(self, Ledger::Remote(_))
+    }
+
+    /// This process holds the database (from the start, or since it took over from an owner
+    /// that went away): it removes the socket when it exits.
+    pub fn is_owner(&self) -> bool {
+        match self {
+            Ledger::Local(_) => true,
+            Ledger::Remote(r) => r.owns(),
+        }
     }
 }
 

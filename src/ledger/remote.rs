@@ -16,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Request {
     Ping,
     Execute(Command, Ctx),
@@ -66,9 +66,24 @@ fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<T> {
     bincode::deserialize(&buf).map_err(std::io::Error::other)
 }
 
+/// Where a ledger's owner listens: `owner.sock` in the ledger directory, or — when that path is
+/// too long for a Unix socket (about 108 bytes) — a file in the temp directory named by a hash of
+/// the ledger's canonical path, which every process computes the same way.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    // Decided on the canonical path, so a process given a relative path and one given the
+    // absolute path agree.
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let path = canonical.join(SOCKET);
+    if path.as_os_str().len() < 100 {
+        return path;
+    }
+    let h = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+    std::env::temp_dir().join(format!("torc-ledger-{}.sock", &h[..16]))
+}
+
 /// Serve `ledger` on its directory's socket from background threads.
 pub fn serve(ledger: Arc<LocalLedger>) -> Result<(), LedgerError> {
-    let path = ledger.dir().join(SOCKET);
+    let path = socket_path(ledger.dir());
     // We hold the database, so any socket file left here belongs to an owner that died.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
@@ -96,37 +111,46 @@ pub fn serve(ledger: Arc<LocalLedger>) -> Result<(), LedgerError> {
 
 /// Remove the socket and owner file (on orderly exit of the owner).
 pub fn cleanup(dir: &Path) {
-    let _ = std::fs::remove_file(dir.join(SOCKET));
+    let _ = std::fs::remove_file(socket_path(dir));
     let _ = std::fs::remove_file(dir.join(OWNER_INFO));
+}
+
+/// Answer one request with the ledger this process owns.
+fn dispatch(
+    ledger: &LocalLedger,
+    req: Request,
+    claimed: &mut HashSet<WorkflowId>,
+) -> Result<Response, LedgerError> {
+    match req {
+        Request::Ping => Ok(Response::Pong),
+        Request::Execute(cmd, ctx) => ledger.execute(cmd, ctx).map(Response::Appended),
+        Request::Preview(cmd) => ledger.preview(cmd).map(Response::Bodies),
+        Request::State(at) => ledger.state(at).map(|s| Response::State(Box::new(s))),
+        Request::View(wf) => ledger.view(wf).map(|v| Response::View(Box::new(v))),
+        Request::RunnerView(wf) => ledger
+            .runner_view(wf)
+            .map(|v| Response::RunnerView(Box::new(v))),
+        Request::Events(from, to, limit) => ledger
+            .events(from, to, limit as usize)
+            .map(Response::Events),
+        Request::Verify(until) => ledger.verify(until).map(Response::Verify),
+        Request::LastSeq => Ok(Response::Seq(ledger.last_seq())),
+        Request::ClaimRunner(wf) => ledger.claim_runner(wf).map(|_| {
+            claimed.insert(wf);
+            Response::Done
+        }),
+        Request::ReleaseRunner(wf) => {
+            claimed.remove(&wf);
+            ledger.release_runner(wf);
+            Ok(Response::Done)
+        }
+    }
 }
 
 fn handle(ledger: Arc<LocalLedger>, mut conn: UnixStream) {
     let mut claimed: HashSet<WorkflowId> = HashSet::new();
     while let Ok(req) = read_frame::<Request>(&mut conn) {
-        let resp: Result<Response, LedgerError> = match req {
-            Request::Ping => Ok(Response::Pong),
-            Request::Execute(cmd, ctx) => ledger.execute(cmd, ctx).map(Response::Appended),
-            Request::Preview(cmd) => ledger.preview(cmd).map(Response::Bodies),
-            Request::State(at) => ledger.state(at).map(|s| Response::State(Box::new(s))),
-            Request::View(wf) => ledger.view(wf).map(|v| Response::View(Box::new(v))),
-            Request::RunnerView(wf) => ledger
-                .runner_view(wf)
-                .map(|v| Response::RunnerView(Box::new(v))),
-            Request::Events(from, to, limit) => ledger
-                .events(from, to, limit as usize)
-                .map(Response::Events),
-            Request::Verify(until) => ledger.verify(until).map(Response::Verify),
-            Request::LastSeq => Ok(Response::Seq(ledger.last_seq())),
-            Request::ClaimRunner(wf) => ledger.claim_runner(wf).map(|_| {
-                claimed.insert(wf);
-                Response::Done
-            }),
-            Request::ReleaseRunner(wf) => {
-                claimed.remove(&wf);
-                ledger.release_runner(wf);
-                Ok(Response::Done)
-            }
-        };
+        let resp = dispatch(&ledger, req, &mut claimed);
         if write_frame(&mut conn, &resp).is_err() {
             break;
         }
@@ -137,33 +161,122 @@ fn handle(ledger: Arc<LocalLedger>, mut conn: UnixStream) {
     }
 }
 
+/// How this process reaches the ledger: through the owner's socket, or (after the owner went
+/// away) as the owner itself.
+enum Link {
+    Socket(UnixStream),
+    Owned(Arc<LocalLedger>),
+}
+
+fn connect_socket(dir: &Path) -> std::io::Result<UnixStream> {
+    let mut conn = UnixStream::connect(socket_path(dir))?;
+    write_frame(&mut conn, &Request::Ping)?;
+    match read_frame::<Result<Response, LedgerError>>(&mut conn)? {
+        Ok(Response::Pong) => Ok(conn),
+        _ => Err(std::io::Error::other("unexpected answer to ping")),
+    }
+}
+
 pub struct RemoteLedger {
     dir: PathBuf,
-    conn: Mutex<UnixStream>,
+    /// Serve others if this process becomes the owner (long-lived commands).
+    serve: bool,
+    link: Mutex<Link>,
+    /// Workflows this process runs, to claim again from a new owner.
+    claimed: Mutex<HashSet<WorkflowId>>,
+    /// For the idempotency keys that make a retried write exactly-once.
+    key_prefix: String,
+    next_key: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteLedger {
-    pub fn connect(dir: &Path) -> std::io::Result<RemoteLedger> {
-        let mut conn = UnixStream::connect(dir.join(SOCKET))?;
-        write_frame(&mut conn, &Request::Ping)?;
-        match read_frame::<Result<Response, LedgerError>>(&mut conn)? {
-            Ok(Response::Pong) => Ok(RemoteLedger {
-                dir: dir.to_path_buf(),
-                conn: Mutex::new(conn),
-            }),
-            _ => Err(std::io::Error::other("unexpected answer to ping")),
-        }
+    pub fn connect(dir: &Path, serve: bool) -> std::io::Result<RemoteLedger> {
+        let conn = connect_socket(dir)?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Ok(RemoteLedger {
+            dir: dir.to_path_buf(),
+            serve,
+            link: Mutex::new(Link::Socket(conn)),
+            claimed: Mutex::new(HashSet::new()),
+            key_prefix: format!("remote:{}:{started:x}", std::process::id()),
+            next_key: std::sync::atomic::AtomicU64::new(1),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Send a request. If the owner went away, reach the next owner — or become it — and send
+    /// it again (writes carry an idempotency key, so a write the old owner already made is not
+    /// made twice).
     fn call(&self, req: Request) -> Result<Response, LedgerError> {
-        let mut conn = self.conn.lock().unwrap();
-        write_frame(&mut *conn, &req).map_err(|e| LedgerError::Remote(e.to_string()))?;
-        read_frame::<Result<Response, LedgerError>>(&mut *conn)
-            .map_err(|e| LedgerError::Remote(e.to_string()))?
+        let mut link = self.link.lock().unwrap();
+        let deadline = std::time::Instant::now() + super::open_wait();
+        loop {
+            let failure = match &mut *link {
+                Link::Owned(l) => return dispatch(l, req, &mut self.claimed.lock().unwrap()),
+                Link::Socket(conn) => match write_frame(conn, &req)
+                    .and_then(|_| read_frame::<Result<Response, LedgerError>>(conn))
+                {
+                    Ok(r) => return r,
+                    Err(e) => e,
+                },
+            };
+            *link = self
+                .relink(deadline)
+                .map_err(|e| LedgerError::Remote(format!("{failure}; and no new owner: {e}")))?;
+            // The old owner's claims died with it: claim our workflows again.
+            let claimed: Vec<WorkflowId> = self.claimed.lock().unwrap().iter().copied().collect();
+            for wf in claimed {
+                let again = match &mut *link {
+                    Link::Owned(l) => l.claim_runner(wf),
+                    Link::Socket(conn) => write_frame(conn, &Request::ClaimRunner(wf))
+                        .and_then(|_| read_frame::<Result<Response, LedgerError>>(conn))
+                        .map_err(|e| LedgerError::Remote(e.to_string()))
+                        .and_then(|r| r.map(|_| ())),
+                };
+                again?;
+            }
+        }
+    }
+
+    fn relink(&self, deadline: std::time::Instant) -> Result<Link, LedgerError> {
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match LocalLedger::open(&self.dir) {
+                Ok(local) => {
+                    let local = Arc::new(local);
+                    if self.serve {
+                        serve(local.clone())?;
+                    }
+                    return Ok(Link::Owned(local));
+                }
+                Err(LedgerError::Busy(_)) => {
+                    if let Ok(conn) = connect_socket(&self.dir) {
+                        return Ok(Link::Socket(conn));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(LedgerError::Busy(format!(
+                    "the ledger at {} is held by {} and it does not answer",
+                    self.dir.display(),
+                    super::owner_description(&self.dir)
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// True when this process took the ledger over (it must clean up the socket at exit).
+    pub fn owns(&self) -> bool {
+        matches!(*self.link.lock().unwrap(), Link::Owned(_))
     }
 
     fn unexpected() -> LedgerError {
@@ -179,6 +292,13 @@ impl RemoteLedger {
             },
             c => c,
         };
+        let mut ctx = ctx;
+        if ctx.idempotency_key.is_none() {
+            let n = self
+                .next_key
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.idempotency_key = Some(format!("{}:{n}", self.key_prefix));
+        }
         match self.call(Request::Execute(cmd, ctx))? {
             Response::Appended(a) => Ok(a),
             _ => Err(Self::unexpected()),
@@ -247,10 +367,13 @@ impl RemoteLedger {
     }
 
     pub fn claim_runner(&self, wf: WorkflowId) -> Result<(), LedgerError> {
-        self.call(Request::ClaimRunner(wf)).map(|_| ())
+        self.call(Request::ClaimRunner(wf))?;
+        self.claimed.lock().unwrap().insert(wf);
+        Ok(())
     }
 
     pub fn release_runner(&self, wf: WorkflowId) {
+        self.claimed.lock().unwrap().remove(&wf);
         let _ = self.call(Request::ReleaseRunner(wf));
     }
 }

@@ -490,7 +490,12 @@ refusal: unknown, already applied, or stale (a job changed since the dry run: re
             Ok(s) => s,
             Err(r) => return Ok(r),
         };
-        let p = s.proposals.get(&pid).expect("applied proposal exists");
+        let Some(p) = s.proposals.get(&pid) else {
+            return refuse(
+                format!("proposal {pid} does not exist"),
+                json!({"applied": false}),
+            );
+        };
         let results: Vec<Value> = p
             .items
             .iter()

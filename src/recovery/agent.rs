@@ -167,6 +167,7 @@ pub fn invoke(
     mcp_config: &Path,
     cwd: &Path,
     timeout: Duration,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<AgentOutcome, AgentError> {
     let (program, args, stdin) = command_for(kind, prompt, mcp_config);
     if matches!(kind, AgentKind::Claude | AgentKind::Copilot) && on_path(&program).is_none() {
@@ -213,8 +214,11 @@ pub fn invoke(
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
-            Ok(None) if started.elapsed() >= timeout => {
-                timed_out = true;
+            Ok(None)
+                if started.elapsed() >= timeout
+                    || stop.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                timed_out = started.elapsed() >= timeout;
                 // SAFETY: signalling our own child's process group.
                 unsafe {
                     libc::kill(-(child.id() as i32), libc::SIGKILL);

@@ -47,7 +47,15 @@ pub struct RecoverOptions {
     pub agent_timeout: Duration,
     /// At most this many agent runs may concern the same job (across passes of one `watch`).
     pub max_agent_runs_per_job: u32,
+    /// A job whose retries failed again this many times is left to the agent or a person
+    /// (so a fix that does not help is not escalated for ever).
+    pub max_failed_retries: u32,
+    /// Largest per-job memory and runtime a fix may set.
+    pub max_memory_bytes: u64,
+    pub max_runtime_seconds: u64,
     pub output_dir: PathBuf,
+    /// Set by Ctrl-C: an agent run in progress is stopped.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for RecoverOptions {
@@ -64,7 +72,11 @@ impl Default for RecoverOptions {
             agent_mode: StageMode::Apply,
             agent_timeout: Duration::from_secs(600),
             max_agent_runs_per_job: 2,
+            max_failed_retries: 2,
+            max_memory_bytes: 1 << 40,
+            max_runtime_seconds: 14 * 86400,
             output_dir: PathBuf::from("torc_output"),
+            stop: Default::default(),
         }
     }
 }
@@ -185,14 +197,55 @@ fn to_classification(s: &State, j: &Job, v: &Verdict, opts: &RecoverOptions) -> 
                 .and_then(|e| e.peak_memory_bytes)
                 .unwrap_or(0);
             let base = rr.memory_bytes.max(peak) as f64;
-            c.memory_bytes = Some((base * opts.memory_multiplier).ceil() as u64);
+            let want = (base * opts.memory_multiplier).ceil();
+            c.memory_bytes = Some(if want >= opts.max_memory_bytes as f64 {
+                opts.max_memory_bytes
+            } else {
+                want as u64
+            });
         }
         if runtime_fix {
-            c.runtime_seconds =
-                Some((rr.runtime_seconds as f64 * opts.runtime_multiplier).ceil() as u64);
+            let want = (rr.runtime_seconds as f64 * opts.runtime_multiplier).ceil();
+            c.runtime_seconds = Some(if want >= opts.max_runtime_seconds as f64 {
+                opts.max_runtime_seconds
+            } else {
+                want as u64
+            });
         }
     }
     c
+}
+
+/// Retries decided for this job whose attempt then failed again (interrupted ones aside).
+fn failed_retries(s: &State, j: &Job) -> u32 {
+    j.decisions
+        .iter()
+        .filter(|d| {
+            s.classifications.get(d).is_some_and(|c| {
+                c.undone_by.is_none()
+                    && c.items
+                        .iter()
+                        .any(|i| i.job_id == j.id && i.action == Action::Retry)
+            })
+        })
+        .filter(|d| {
+            j.attempts.iter().any(|a| {
+                a.decision == Some(**d)
+                    && !a.interrupted
+                    && a.exit
+                        .as_ref()
+                        .is_some_and(|e| e.return_code != 0 || e.timed_out)
+            })
+        })
+        .count() as u32
+}
+
+/// Would this resource fix raise the job's memory or runtime at all (within the caps)?
+fn raises_limits(s: &State, j: &Job, v: &Verdict, opts: &RecoverOptions) -> bool {
+    let rr = s.effective_resources(j);
+    let c = to_classification(s, j, v, opts);
+    c.memory_bytes.is_some_and(|m| m > rr.memory_bytes)
+        || c.runtime_seconds.is_some_and(|r| r > rr.runtime_seconds)
 }
 
 fn classifier_actor(c: &dyn Classifier) -> Actor {
@@ -282,6 +335,38 @@ pub fn recover_pass(
             ));
             continue;
         }
+        // Already proposed and waiting for a person: do not propose again.
+        if parked
+            && s.proposals.values().any(|p| {
+                p.applied_by.is_none()
+                    && p.job_versions
+                        .iter()
+                        .any(|(id, v)| *id == j.id && *v == j.last_seq)
+            })
+        {
+            report.left_alone.push((
+                j.id,
+                "an open proposal awaits a person: `torc-ledger proposals list`".into(),
+            ));
+            continue;
+        }
+        // Retried before and failed again each time: automatic fixes are not helping.
+        let failed_again = failed_retries(&s, j);
+        if failed_again >= opts.max_failed_retries {
+            let why = format!(
+                "retried {failed_again} time(s) and failed again each time; left to {}",
+                if opts.agent.is_some() && parked {
+                    "the agent"
+                } else {
+                    "a person"
+                }
+            );
+            report.left_alone.push((j.id, why));
+            if parked {
+                undecided.push(j.id);
+            }
+            continue;
+        }
         let case = failure_case(&s, j);
         let (stage, actor, mode, verdict): (&str, Actor, StageMode, Option<Verdict>) =
             match precedent.classify(&case) {
@@ -303,6 +388,15 @@ pub fn recover_pass(
             };
         if parked {
             match verdict {
+                Some(v)
+                    if v.action == Label::RetryWithResources && !raises_limits(&s, j, &v, opts) =>
+                {
+                    report.left_alone.push((
+                        j.id,
+                        "needs more resources but is already at the largest memory/runtime recovery may set".into(),
+                    ));
+                    undecided.push(j.id);
+                }
                 Some(v) => {
                     let c = to_classification(&s, j, &v, opts);
                     match by_stage.iter_mut().find(|(st, _, _, _)| st == stage) {
@@ -316,9 +410,15 @@ pub fn recover_pass(
         }
         // A final failure.
         match verdict {
-            Some(v) if v.action == Label::RetryWithResources => {
+            Some(v)
+                if v.action == Label::RetryWithResources && raises_limits(&s, j, &v, opts) =>
+            {
                 requeue.push((actor, to_classification(&s, j, &v, opts)))
             }
+            Some(v) if v.action == Label::RetryWithResources => report.left_alone.push((
+                j.id,
+                "needs more resources but is already at the largest memory/runtime recovery may set".into(),
+            )),
             Some(v) if v.action == Label::Fail => report
                 .left_alone
                 .push((j.id, format!("{stage} says it is permanent: {}", v.reason))),
@@ -455,6 +555,7 @@ pub fn recover_pass(
             &config,
             std::path::Path::new(&wf.def.submit_dir),
             opts.agent_timeout,
+            &opts.stop,
         ) {
             Err(e @ (AgentError::Missing { .. } | AgentError::Spawn { .. })) => {
                 report.agent_error = Some(e.to_string());

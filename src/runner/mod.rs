@@ -70,14 +70,27 @@ pub struct RunReport {
 }
 
 enum Msg {
+    /// The job's recovery script started (its process group).
+    ScriptStarted(JobId, i32),
+    /// The job's own process started (its process group).
     Started(JobId, i32),
     Ended(JobId),
     Changed,
 }
 
 struct Running {
+    /// The process group running now (the recovery script, then the job).
     pgid: Option<i32>,
-    deadline: Instant,
+    /// When to kill it; the clock starts when the process does. `None`: nothing to kill yet,
+    /// or a runtime too large to represent (no limit).
+    deadline: Option<Instant>,
+    runtime: Duration,
+    in_script: bool,
+}
+
+/// `now + d`, or `None` when that is beyond what an `Instant` can hold.
+fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
 }
 
 pub fn log_paths(
@@ -165,9 +178,14 @@ fn run_claimed(
                     process::kill_group(pgid, libc::SIGTERM);
                 }
             }
-            let grace = Instant::now() + opts.stop_grace;
+            let grace = deadline_after(opts.stop_grace);
             for r in running.values_mut() {
-                r.deadline = r.deadline.min(grace);
+                if r.pgid.is_some() {
+                    r.deadline = match (r.deadline, grace) {
+                        (Some(d), Some(g)) => Some(d.min(g)),
+                        (d, g) => d.or(g),
+                    };
+                }
             }
         }
         view = ledger.runner_view(workflow_id)?;
@@ -209,7 +227,9 @@ fn run_claimed(
                     job.job_id,
                     Running {
                         pgid: None,
-                        deadline: Instant::now() + Duration::from_secs(job.runtime_seconds.max(1)),
+                        deadline: None,
+                        runtime: Duration::from_secs(job.runtime_seconds.max(1)),
+                        in_script: false,
                     },
                 );
                 spawn_worker(
@@ -238,16 +258,30 @@ fn run_claimed(
         }
         // Wait for a job to start or end, a ledger change, a deadline or Ctrl-C.
         let now = Instant::now();
-        let next_deadline = running.values().map(|r| r.deadline).min().unwrap_or(now);
-        let wait = next_deadline
-            .saturating_duration_since(now)
+        let wait = running
+            .values()
+            .filter_map(|r| r.deadline)
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+            .unwrap_or(Duration::MAX)
             .min(Duration::from_millis(100));
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Started(job, pgid)) => {
-                if let Some(r) = running.get_mut(&job) {
-                    r.pgid = Some(pgid);
+        let msg = rx.recv_timeout(wait);
+        let script_started = matches!(msg, Ok(Msg::ScriptStarted(..)));
+        match msg {
+            Ok(Msg::ScriptStarted(job, pgid)) | Ok(Msg::Started(job, pgid))
+                if running.contains_key(&job) =>
+            {
+                let r = running.get_mut(&job).expect("checked");
+                r.pgid = Some(pgid);
+                r.in_script = script_started;
+                r.deadline = deadline_after(r.runtime);
+                if interrupted.load(Ordering::Relaxed) {
+                    // Started just as we were stopping: stop it too.
+                    process::kill_group(pgid, libc::SIGTERM);
+                    r.deadline = deadline_after(opts.stop_grace);
                 }
             }
+            Ok(Msg::ScriptStarted(..)) | Ok(Msg::Started(..)) => {}
             Ok(Msg::Ended(job)) => {
                 running.remove(&job);
             }
@@ -256,14 +290,16 @@ fn run_claimed(
         }
         let now = Instant::now();
         for (job, r) in running.iter_mut() {
-            if r.deadline <= now {
+            if r.deadline.is_some_and(|d| d <= now) {
                 if let Some(pgid) = r.pgid {
-                    if !interrupted.load(Ordering::Relaxed) {
+                    // A recovery script past the job's runtime is killed; the job then runs with
+                    // its own full runtime. The job itself past it is a timeout.
+                    if !interrupted.load(Ordering::Relaxed) && !r.in_script {
                         timed_out.lock().unwrap().insert(*job);
                     }
                     process::kill_group(pgid, libc::SIGKILL);
                     // Check again shortly if it does not die.
-                    r.deadline = now + Duration::from_secs(1);
+                    r.deadline = deadline_after(Duration::from_secs(1));
                 }
             }
         }
@@ -375,8 +411,11 @@ fn spawn_worker(
                 stderr: stderr.clone(),
                 append: false,
             };
-            let code = match process::run_to_end(&spec) {
-                Ok(x) => x.return_code,
+            let code = match process::spawn(&spec) {
+                Ok(pid) => {
+                    let _ = tx.send(Msg::ScriptStarted(job.job_id, pid));
+                    process::wait(pid).map(|x| x.return_code).unwrap_or(127)
+                }
                 Err(_) => 127,
             };
             report(ledger.execute(
@@ -386,6 +425,24 @@ fn spawn_worker(
                 },
                 ctx.clone(),
             ));
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            // Stopped while the recovery script ran: the job does not start.
+            report(ledger.execute(
+                Command::InterruptJob {
+                    job_id: job.job_id,
+                    exit: Exit {
+                        return_code: 130,
+                        signal: None,
+                        duration_ms: 0,
+                        peak_memory_bytes: None,
+                        timed_out: false,
+                    },
+                },
+                ctx,
+            ));
+            let _ = tx.send(Msg::Ended(job.job_id));
+            return;
         }
         let spec = ProcessSpec {
             command: job.command.clone(),

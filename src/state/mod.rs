@@ -47,6 +47,8 @@ pub struct Attempt {
     /// The classification (retry or requeue) that put the job back for this attempt: how the
     /// ledger links a decision to its outcome.
     pub decision: Option<Seq>,
+    /// Ended by Ctrl-C or a runner that died, not by the job: says nothing about a decision.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,8 +102,8 @@ pub struct State {
     pub classifications: BTreeMap<Seq, AppliedClassification>,
     /// `undo` events: undo seq → target seq.
     pub undos: BTreeMap<Seq, Seq>,
-    /// Idempotency key → the seqs its command appended.
-    pub idempotency: HashMap<String, Vec<Seq>>,
+    /// Idempotency key → the digest of the command that used it, and the seqs it appended.
+    pub idempotency: HashMap<String, (String, Vec<Seq>)>,
     /// Seqs of the recorded evaluations (`eval history`), oldest first. Bookkeeping: not part
     /// of the digest.
     #[serde(default)]
@@ -236,12 +238,18 @@ impl State {
                 job_id,
                 to,
                 attempt_id,
+                why,
                 ..
             } => {
                 if let Some(j) = self.job_mut(*job_id) {
                     j.status = *to;
                     j.attempt_id = *attempt_id;
                     j.last_seq = seq;
+                    if *why == Why::Interrupted {
+                        if let Some(a) = j.attempts.last_mut() {
+                            a.interrupted = true;
+                        }
+                    }
                 }
             }
             Body::JobStarted {
@@ -252,9 +260,20 @@ impl State {
                 stderr_path,
             } => {
                 if let Some(j) = self.job_mut(*job_id) {
-                    // The latest decision since the previous attempt started, if any.
+                    // The latest decision since the previous attempt started; or, when that
+                    // attempt was interrupted, the decision it was running for.
                     let since = j.attempts.last().map(|a| a.started_seq).unwrap_or(0);
-                    let decision = j.decisions.last().copied().filter(|d| *d > since);
+                    let carried = j
+                        .attempts
+                        .last()
+                        .filter(|a| a.interrupted)
+                        .and_then(|a| a.decision);
+                    let decision = j
+                        .decisions
+                        .last()
+                        .copied()
+                        .filter(|d| *d > since)
+                        .or(carried);
                     j.attempts.push(Attempt {
                         run_id: *run_id,
                         attempt_id: *attempt_id,
@@ -264,6 +283,7 @@ impl State {
                         exit: None,
                         finished_seq: None,
                         decision,
+                        interrupted: false,
                     });
                     j.last_seq = seq;
                 }
@@ -384,8 +404,13 @@ impl State {
             Body::EvaluationRecorded { .. } => self.evaluations.push(seq),
             Body::StatusReset { .. } | Body::RunnerStarted { .. } | Body::RunnerStopped { .. } => {}
         }
-        if let Some(key) = &ev.idempotency_key {
-            self.idempotency.entry(key.clone()).or_default().push(seq);
+        if let Some(stored) = &ev.idempotency_key {
+            let (key, digest) = split_idempotency_key(stored);
+            let entry = self
+                .idempotency
+                .entry(key.to_string())
+                .or_insert_with(|| (digest.to_string(), Vec::new()));
+            entry.1.push(seq);
         }
         self.last_seq = seq;
         self.last_hash = ev.hash;
@@ -438,6 +463,16 @@ impl State {
             h.update(&[p.applied_by.is_some() as u8]);
         }
         crate::event::hex(h.finalize().as_bytes())
+    }
+}
+
+/// A stored idempotency key is `KEY#DIGEST`: the caller's key and the first 16 hex digits of
+/// the digest of the command it was used with (so the same key with another command is refused,
+/// not answered with the first command's result).
+pub fn split_idempotency_key(stored: &str) -> (&str, &str) {
+    match stored.rsplit_once('#') {
+        Some((k, d)) if d.len() == 16 && d.bytes().all(|b| b.is_ascii_hexdigit()) => (k, d),
+        _ => (stored, ""),
     }
 }
 

@@ -9,4 +9,5 @@ mod mcp_python;
 mod mcp_tools;
 mod prop_fold;
 mod recovery;
+mod review_fixes;
 mod schemas;

@@ -497,7 +497,12 @@ impl Harness {
                         assert_eq!(ev.cause, Some(head), "batch member caused by its head");
                         assert_eq!(ev.prev_hash, evs[i - 1].hash);
                     }
-                    assert_eq!(ev.idempotency_key, key);
+                    assert_eq!(
+                        ev.idempotency_key
+                            .as_deref()
+                            .map(|k| torc_ledger::state::split_idempotency_key(k).0),
+                        key.as_deref()
+                    );
                     if let Some(j) = ev.body.job_id() {
                         named.insert(j);
                     }
