@@ -36,6 +36,52 @@ pub struct LocalLedger {
     poisoned: Mutex<Option<String>>,
 }
 
+/// Bumped whenever `State`'s shape or `State::apply` changes meaning: an older snapshot is then
+/// ignored and the log folded from the start.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    format: u32,
+    crate_version: String,
+    state: State,
+}
+
+/// Take a snapshot after this many events folded past the last one (`TORC_LEDGER_SNAPSHOT_EVERY`).
+fn snapshot_every() -> u64 {
+    std::env::var("TORC_LEDGER_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000)
+        .max(1)
+}
+
+fn write_snapshot(store: &Store, state: &State) -> Result<(), LedgerError> {
+    let snap = Snapshot {
+        format: SNAPSHOT_FORMAT,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        state: state.clone(),
+    };
+    let bytes = bincode::serialize(&snap).map_err(|e| LedgerError::Store(e.to_string()))?;
+    store.put_snapshot(state.last_seq, &bytes)?;
+    Ok(())
+}
+
+/// The snapshot, if it was written by this version and still matches the log (the event at its
+/// seq has the hash it recorded); otherwise `None` and the log is folded from the start.
+fn load_snapshot(store: &Store) -> Option<State> {
+    let (seq, bytes) = store.snapshot().ok()??;
+    let snap: Snapshot = bincode::deserialize(&bytes).ok()?;
+    if snap.format != SNAPSHOT_FORMAT
+        || snap.crate_version != env!("CARGO_PKG_VERSION")
+        || snap.state.last_seq != seq
+    {
+        return None;
+    }
+    let ev = store.get(seq, true).ok()??;
+    (ev.hash == snap.state.last_hash).then_some(snap.state)
+}
+
 /// The first 16 hex digits of blake3 over the command's encoding: what an idempotency key is
 /// tied to.
 fn command_digest(cmd: &Command) -> String {
@@ -53,14 +99,22 @@ fn now_ms() -> u64 {
 impl LocalLedger {
     /// Open the database and fold the log. `Busy` when another process holds it.
     pub fn open(dir: &Path) -> Result<LocalLedger, LedgerError> {
+        Self::open_with_snapshots(dir, snapshot_every())
+    }
+
+    /// Open, taking a state snapshot when at least `every` events were folded past the last one.
+    pub fn open_with_snapshots(dir: &Path, every: u64) -> Result<LocalLedger, LedgerError> {
         let store = match Store::open(dir) {
             Ok(s) => s,
             Err(StoreError::Locked(d)) => return Err(LedgerError::Busy(d)),
             Err(e) => return Err(e.into()),
         };
-        let mut state = State::default();
-        let mut prev = [0u8; 32];
-        for (expected, ev) in (1u64..).zip(store.range(1, u64::MAX, false)) {
+        // Start from the snapshot when there is a good one, then fold what came after it.
+        let mut state = load_snapshot(&store).unwrap_or_default();
+        let mut prev = state.last_hash;
+        let start = state.last_seq + 1;
+        let mut folded = 0u64;
+        for (expected, ev) in (start..).zip(store.range(start, u64::MAX, false)) {
             let ev = ev?;
             if ev.seq != expected || ev.prev_hash != prev {
                 return Err(LedgerError::Verify {
@@ -70,6 +124,12 @@ impl LocalLedger {
             }
             prev = ev.hash;
             state.apply(&ev);
+            folded += 1;
+        }
+        // Many events since the last snapshot: take one, so the next open is quick. (A failure
+        // here costs only speed.)
+        if folded >= every.max(1) {
+            let _ = write_snapshot(&store, &state);
         }
         let last = state.last_seq;
         Ok(LocalLedger {

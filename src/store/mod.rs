@@ -128,6 +128,24 @@ impl Store {
         self.db.is_empty()
     }
 
+    /// The latest state snapshot: `(seq it is as of, bytes)`. Snapshots live in their own tree;
+    /// the log never depends on them.
+    pub fn snapshot(&self) -> Result<Option<(Seq, sled::IVec)>, StoreError> {
+        let tree = self.db.open_tree("snapshots")?;
+        Ok(tree.last()?.map(|(k, v)| (seq_of(&k), v)))
+    }
+
+    /// Replace the snapshot with one as of `seq` (durable when this returns).
+    pub fn put_snapshot(&self, seq: Seq, bytes: &[u8]) -> Result<(), StoreError> {
+        let tree = self.db.open_tree("snapshots")?;
+        tree.insert(key(seq), bytes)?;
+        for old in tree.range(..key(seq)).keys() {
+            tree.remove(old?)?;
+        }
+        tree.flush()?;
+        Ok(())
+    }
+
     /// Overwrite a stored record as is. Only for tests that simulate tampering.
     #[doc(hidden)]
     pub fn tamper(&self, seq: Seq, bytes: &[u8]) -> Result<(), StoreError> {

@@ -292,9 +292,10 @@ fn scratch() -> tempfile::TempDir {
 }
 
 fn open(dir: &std::path::Path) -> LocalLedger {
-    // A just-dropped sled handle may take a moment to let go of its lock.
+    // A just-dropped sled handle may take a moment to let go of its lock. Snapshots are taken
+    // after every 3 folded events, so reopening exercises "snapshot + the events after it".
     for _ in 0..100 {
-        match LocalLedger::open(dir) {
+        match LocalLedger::open_with_snapshots(dir, 3) {
             Ok(l) => return l,
             Err(LedgerError::Busy(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
             Err(e) => panic!("open {}: {e}", dir.display()),
