@@ -67,18 +67,41 @@ impl Classifier for AgentClassifier {
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(input.as_bytes());
         });
-        let mut out = child.stdout.take().expect("piped stdout");
-        let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = out.by_ref().take(1 << 20).read_to_end(&mut buf);
-            buf
-        });
-        let mut err = child.stderr.take().expect("piped stderr");
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.by_ref().take(64 << 10).read_to_end(&mut buf);
-            buf
-        });
+        // Keep the first bytes up to a cap, but drain to the end: a chatty agent must never die
+        // of a closed pipe. Results come back on channels, so a descendant that keeps a pipe
+        // open cannot hold us past the deadline.
+        type Shared = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+        fn drain(
+            mut r: impl Read + Send + 'static,
+            cap: usize,
+        ) -> (Shared, std::sync::mpsc::Receiver<()>) {
+            let kept: Shared = Default::default();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let buf = kept.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match r.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut k = buf.lock().unwrap();
+                            let room = cap.saturating_sub(k.len());
+                            k.extend_from_slice(&chunk[..n.min(room)]);
+                        }
+                    }
+                }
+                let _ = tx.send(());
+            });
+            (kept, rx)
+        }
+        // What was read by the time the pipe closed, or by `wait` (a lingering descendant may
+        // hold the pipe open for ever).
+        fn collect(d: &(Shared, std::sync::mpsc::Receiver<()>), wait: Duration) -> Vec<u8> {
+            let _ = d.1.recv_timeout(wait);
+            std::mem::take(&mut *d.0.lock().unwrap())
+        }
+        let reader = drain(child.stdout.take().expect("piped stdout"), 1 << 20);
+        let err_reader = drain(child.stderr.take().expect("piped stderr"), 64 << 10);
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(2);
         let status = loop {
@@ -110,9 +133,13 @@ impl Classifier for AgentClassifier {
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
-        let _ = feeder.join();
-        let stdout = reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
+        drop(feeder);
+        // The agent has exited: what is still in the pipes arrives at once.
+        let grace = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_millis(500));
+        let stdout = collect(&reader, grace);
+        let stderr = collect(&err_reader, Duration::from_millis(100));
         if !status.success() {
             let code = status
                 .code()
@@ -172,6 +199,28 @@ mod tests {
         .classify(&case())
         .unwrap();
         assert_eq!(v.action, Label::Retry);
+    }
+
+    #[test]
+    fn a_chatty_agent_is_drained_and_a_lingering_child_does_not_hold_the_case() {
+        // 200 KiB of log on stderr, then a valid answer: not killed by a full or closed pipe.
+        let v = agent(
+            r#"cat >/dev/null; for i in $(seq 1 4000); do echo "loading shard $i of the model weights......" >&2; done; echo '{"action":"fail"}'"#,
+            20_000,
+        )
+        .classify(&case())
+        .unwrap();
+        assert_eq!(v.action, Label::Fail);
+        // A descendant in its own session keeps stdout open long after the agent answered.
+        let started = Instant::now();
+        let v = agent(
+            r#"cat >/dev/null; setsid sleep 30 & sleep 0.2; echo '{"action":"retry"}'"#,
+            2_000,
+        )
+        .classify(&case())
+        .unwrap();
+        assert_eq!(v.action, Label::Retry);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -89,8 +89,10 @@ impl HttpClassifier {
         }
         let resp = match req.send() {
             Ok(r) => r,
+            // A timeout is the case's whole budget: not retried (the README promises retries
+            // on 429, 5xx and connection errors only).
             Err(e) if e.is_timeout() => {
-                return Err((ClassifyError::Timeout(self.timeout), true, None))
+                return Err((ClassifyError::Timeout(self.timeout), false, None))
             }
             Err(e) => {
                 return Err((
@@ -107,8 +109,26 @@ impl HttpClassifier {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(30)));
-        let text = match resp.bytes() {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        // At most 4 MiB of answer: an endpoint that streams without end is an error, not a
+        // memory leak.
+        const MAX_ANSWER: u64 = 4 << 20;
+        let mut buf = Vec::new();
+        let read = {
+            use std::io::Read;
+            resp.take(MAX_ANSWER + 1).read_to_end(&mut buf)
+        };
+        if buf.len() as u64 > MAX_ANSWER {
+            return Err((
+                ClassifyError::BadAnswer(format!("the answer is larger than {MAX_ANSWER} bytes")),
+                false,
+                None,
+            ));
+        }
+        let text = match read {
+            Ok(_) => String::from_utf8_lossy(&buf).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err((ClassifyError::Timeout(self.timeout), false, None))
+            }
             Err(e) => {
                 return Err((
                     ClassifyError::Unavailable(format!("reading the answer: {e}")),

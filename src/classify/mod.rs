@@ -206,11 +206,26 @@ pub fn parse_answer(text: &str) -> Result<Verdict, ClassifyError> {
     let v: Value = match serde_json::from_str(trimmed) {
         Ok(v) => v,
         Err(first) => {
-            // The outermost {...} in the text, if that parses.
-            let obj = match (trimmed.find('{'), trimmed.rfind('}')) {
-                (Some(a), Some(b)) if a < b => serde_json::from_str::<Value>(&trimmed[a..=b]).ok(),
-                _ => None,
+            // Prose around the answer (reasoning, notes, even with braces of their own): the
+            // last JSON object in the text that has an "action" key, else the outermost {...}.
+            let without_thinking = match (trimmed.find("<think>"), trimmed.rfind("</think>")) {
+                (Some(a), Some(b)) if a < b => format!("{}{}", &trimmed[..a], &trimmed[b + 8..]),
+                _ => trimmed.to_string(),
             };
+            let t = without_thinking.as_str();
+            let mut found: Option<Value> = None;
+            for (i, _) in t.match_indices('{') {
+                let mut stream = serde_json::Deserializer::from_str(&t[i..]).into_iter::<Value>();
+                if let Some(Ok(v)) = stream.next() {
+                    if v.get("action").is_some() {
+                        found = Some(v);
+                    }
+                }
+            }
+            let obj = found.or_else(|| match (t.find('{'), t.rfind('}')) {
+                (Some(a), Some(b)) if a < b => serde_json::from_str::<Value>(&t[a..=b]).ok(),
+                _ => None,
+            });
             match obj {
                 Some(v) => v,
                 None if looks_like_refusal(trimmed) => {
@@ -411,6 +426,17 @@ mod tests {
             normalise("セグメンテーション違反"),
             "セグメンテーション違反"
         );
+    }
+
+    #[test]
+    fn reasoning_and_notes_with_braces_around_the_answer_are_tolerated() {
+        let v =
+            parse_answer("<think>The log shows {rank: 3}.</think>\n{\"action\":\"fail\"}").unwrap();
+        assert_eq!(v.action, Label::Fail);
+        let v = parse_answer("{\"action\":\"retry\"}\nNote: the {rank} placeholder is unused.")
+            .unwrap();
+        assert_eq!(v.action, Label::Retry);
+        assert!(parse_answer("I think {rank: 3} but cannot say.").is_err());
     }
 
     #[test]

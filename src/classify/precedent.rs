@@ -349,6 +349,21 @@ pub fn outcomes(
                     )));
                     continue;
                 }
+                // A later attempt that succeeded shows the failure was transient after all:
+                // labelling this link "fail" would contradict the next one.
+                if let Some(later) = job.attempts.iter().find(|a| {
+                    a.started_seq > next.started_seq
+                        && !a.interrupted
+                        && a.exit
+                            .as_ref()
+                            .is_some_and(|e| e.return_code == 0 && !e.timed_out)
+                }) {
+                    skipped.push(skip(format!(
+                        "failed the same way on attempt {}, but attempt {} succeeded later: transient, not permanent",
+                        next.attempt_id, later.attempt_id
+                    )));
+                    continue;
+                }
                 (
                     Label::Fail,
                     None,

@@ -177,6 +177,21 @@ fn precedent(cli: &Cli, out: &Out, a: &EvalRunArgs) -> Result<PrecedentClassifie
         "precedent: learned {from_ledger} outcome(s) from the ledger at {} and {from_train} case(s) from --train",
         cli.ledger.display()
     ));
+    // Scoring a classifier on what it learned from measures memory, not judgement.
+    let canon = |p: &std::path::PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    if a.train
+        .iter()
+        .any(|t| a.fixtures.iter().any(|f| canon(f) == canon(t)))
+    {
+        out.note(
+            "warning: --train and --fixtures share a file: precedent is scored on cases it learned from",
+        );
+    }
+    if from_ledger > 0 {
+        out.note(
+            "note: cases exported from this ledger (`fixtures export`) are among what precedent learned; score it on fixtures from elsewhere for an honest number",
+        );
+    }
     Ok(p)
 }
 
@@ -753,10 +768,17 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
     let a_ids: std::collections::HashSet<&str> =
         a.predictions.iter().map(|p| p.id.as_str()).collect();
     let mut disagree = Vec::new();
+    // Cases whose label differs between the two runs are not the same case: listed apart.
+    let mut relabeled = Vec::new();
     for pa in &a.predictions {
         let Some(pb) = b_by_id.get(pa.id.as_str()) else {
             continue;
         };
+        if pa.expected != pb.expected {
+            relabeled
+                .push(json!({"id": pa.id, "a_expected": pa.expected, "b_expected": pb.expected}));
+            continue;
+        }
         if pa.predicted != pb.predicted {
             disagree.push(json!({
                 "id": pa.id,
@@ -795,6 +817,7 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
             "common_cases": common,
             "metrics": deltas,
             "disagreements": disagree,
+            "relabeled": relabeled,
         }));
         return Ok(exit::OK);
     }
@@ -849,6 +872,17 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
         .collect();
     out.table(&["METRIC", "A", "B", "B-A"], &rows);
     out.line("");
+    if !relabeled.is_empty() {
+        out.line(format!(
+            "{} case(s) carry different labels in the two runs (not compared): {}",
+            relabeled.len(),
+            relabeled
+                .iter()
+                .map(|r| r["id"].as_str().unwrap_or("?").to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if disagree.is_empty() {
         out.line(format!("A and B agree on all {common} common case(s)"));
         return Ok(exit::OK);
@@ -858,7 +892,7 @@ fn compare(cli: &Cli, out: &Out, sa: Seq, sb: Seq) -> CliResult {
     out.line(format!(
         "they disagree on {} of {common} case(s): A right on {a_only}, B right on {b_only}, neither on {}",
         disagree.len(),
-        disagree.len() - a_only - b_only
+        disagree.len().saturating_sub(a_only + b_only)
     ));
     let s = |v: &Value| v.as_str().unwrap_or(ERROR).to_string();
     let mark = |v: &Value, right: bool| format!("{}{}", s(v), if right { " ✓" } else { "" });

@@ -155,10 +155,14 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Loaded, String> {
     let mut seen = HashSet::new();
     for p in paths {
         let p = p.as_ref();
-        let text = std::fs::read_to_string(p)
+        let bytes = std::fs::read(p)
             .map_err(|e| format!("cannot read fixture file {}: {e}", p.display()))?;
+        // A stray non-UTF-8 byte (a Latin-1 log line) is replaced, not a reason to refuse the
+        // whole file; a byte-order mark is dropped.
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let name = p.display().to_string();
-        parse(&text, &name, &mut seen, &mut out);
+        parse(text, &name, &mut seen, &mut out);
         out.files.push(name);
     }
     Ok(out)
@@ -181,6 +185,26 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"{"id":"a1","category":"oom","action":"retry_with_resources","adjust":{"memory_factor":2},"difficulty":"easy","command":"x","return_code":137,"stderr_tail":"Killed","rationale":"r","source":"s"}"#;
+
+    #[test]
+    fn a_stray_non_utf8_byte_or_a_bom_does_not_refuse_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.jsonl");
+        let mut bytes = "\u{feff}".as_bytes().to_vec();
+        bytes.extend_from_slice(GOOD.as_bytes());
+        bytes.push(b'\n');
+        let second = GOOD.replace("a1", "a2").replace("Killed", "Killed \u{1}");
+        let second = second.replace("\u{1}", "");
+        let mut line2 = second.into_bytes();
+        // A Latin-1 byte inside the stderr tail.
+        let at = line2.windows(6).position(|w| w == b"Killed").unwrap();
+        line2.insert(at + 6, 0xe4);
+        bytes.extend_from_slice(&line2);
+        std::fs::write(&p, bytes).unwrap();
+        let loaded = load(&[&p]).unwrap();
+        assert_eq!(loaded.fixtures.len(), 2, "{:?}", loaded.bad);
+        assert!(loaded.fixtures[1].stderr_tail.contains('\u{fffd}'));
+    }
 
     #[test]
     fn bad_lines_are_reported_with_their_line_number_and_skipped() {

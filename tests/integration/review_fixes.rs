@@ -287,3 +287,61 @@ fn a_snapshot_speeds_opening_and_never_changes_the_answer() {
     assert!(!report.chain_ok);
     assert_eq!(report.first_bad.unwrap().0, 6);
 }
+
+#[test]
+fn eval_compare_lists_relabeled_cases_apart_instead_of_crashing() {
+    let sb = Sandbox::new();
+    let line = r#"{"id":"c1","category":"code-bug","action":"fail","difficulty":"easy","command":"python x.py","return_code":1,"stderr_tail":"KeyError: 'a'","rationale":"r","source":"s"}"#;
+    sb.write("one.jsonl", &format!("{line}\n"));
+    sb.write(
+        "relabeled.jsonl",
+        &format!(
+            "{}\n",
+            line.replace("\"action\":\"fail\"", "\"action\":\"retry\"")
+        ),
+    );
+    let fail = r#"agent:cat >/dev/null; echo '{"action":"fail"}'"#;
+    let retry = r#"agent:cat >/dev/null; echo '{"action":"retry"}'"#;
+    assert_eq!(
+        sb.run(&["eval", "--fixtures", "one.jsonl", "--classifier", fail])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        sb.run(&[
+            "eval",
+            "--fixtures",
+            "relabeled.jsonl",
+            "--classifier",
+            retry
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let (_, runs) = sb.json(&["eval", "history"]);
+    let ids: Vec<String> = runs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{runs}");
+    let out = sb.run(&["eval", "compare", &ids[0], &ids[1]]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("different labels"),
+        "{}",
+        stdout(&out)
+    );
+    let (_, v) = sb.json(&["eval", "compare", &ids[0], &ids[1]]);
+    assert_eq!(v["relabeled"][0]["id"], "c1");
+    assert_eq!(v["disagreements"].as_array().unwrap().len(), 0);
+}
