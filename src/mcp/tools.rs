@@ -201,33 +201,29 @@ impl LedgerMcp {
                 ));
                 continue;
             }
-            let memory_bytes = match it.memory.as_deref().map(parse_memory).transpose() {
-                Ok(Some(m)) if m > self.caps.max_memory_bytes => {
-                    err(format!(
-                        "memory {} is above this server's limit of {}; ask for less or have a person decide",
-                        truncate(it.memory.as_deref().unwrap_or(""), 40),
-                        crate::model::format_memory(self.caps.max_memory_bytes)
-                    ));
-                    continue;
-                }
+            let memory_bytes = match capped(
+                it.memory.as_deref(),
+                parse_memory,
+                self.caps.max_memory_bytes,
+                "memory",
+                crate::model::format_memory,
+            ) {
                 Ok(m) => m,
-                Err(e) => {
-                    err(truncate(&e.to_string(), 300));
+                Err(m) => {
+                    err(m);
                     continue;
                 }
             };
-            let runtime_seconds = match it.runtime.as_deref().map(parse_duration).transpose() {
-                Ok(Some(r)) if r > self.caps.max_runtime_seconds => {
-                    err(format!(
-                        "runtime {} is above this server's limit of {}",
-                        truncate(it.runtime.as_deref().unwrap_or(""), 40),
-                        crate::model::format_duration(self.caps.max_runtime_seconds)
-                    ));
-                    continue;
-                }
+            let runtime_seconds = match capped(
+                it.runtime.as_deref(),
+                parse_duration,
+                self.caps.max_runtime_seconds,
+                "runtime",
+                crate::model::format_duration,
+            ) {
                 Ok(r) => r,
-                Err(e) => {
-                    err(truncate(&e.to_string(), 300));
+                Err(m) => {
+                    err(m);
                     continue;
                 }
             };
@@ -252,6 +248,28 @@ impl LedgerMcp {
             }
         }
         (good, bad)
+    }
+}
+
+/// A memory or runtime string, parsed and held to this server's cap.
+fn capped(
+    raw: Option<&str>,
+    parse: fn(&str) -> Result<u64, crate::model::ResourceError>,
+    cap: u64,
+    what: &str,
+    show: fn(u64) -> String,
+) -> Result<Option<u64>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    match parse(raw) {
+        Ok(v) if v > cap => Err(format!(
+            "{what} {} is above this server's limit of {}; ask for less or have a person decide",
+            truncate(raw, 40),
+            show(cap)
+        )),
+        Ok(v) => Ok(Some(v)),
+        Err(e) => Err(truncate(&e.to_string(), 300)),
     }
 }
 
