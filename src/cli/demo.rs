@@ -165,7 +165,7 @@ pub fn demo(_cli: &Cli, a: &DemoArgs) -> CliResult {
     let (code, _) = s.run(&["replay", "--verify"], true)?;
 
     println!(
-        "\nExplore it yourself:\n  cd {}\n  torc-ledger log\n  torc-ledger show {fail_seq}\n  torc-ledger jobs get 2 -f json",
+        "\nExplore it yourself (`cargo install --path .` puts torc-ledger on your PATH):\n  cd {}\n  torc-ledger log\n  torc-ledger show {fail_seq}\n  torc-ledger jobs get 2 -f json\n  torc-ledger mcp config --agent claude",
         dir.display()
     );
     Ok(if code == exit::OK { exit::OK } else { code })
