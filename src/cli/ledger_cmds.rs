@@ -177,7 +177,15 @@ fn decision_link(s: &State, ev: &Event) -> String {
 
 pub fn show(cli: &Cli, out: &Out, a: &ShowArgs) -> CliResult {
     let ledger = open_existing(cli)?;
-    let s = ledger.state(None)?;
+    if let Some(at) = cli.at {
+        if a.seq > at {
+            return Err(CliError::bad_input(format!(
+                "event {} comes after --at {at}; as of event {at} it did not exist yet",
+                a.seq
+            )));
+        }
+    }
+    let s = super::read_state(cli, &ledger)?;
     let evs = ledger.events(a.seq, Some(a.seq), 1)?;
     let ev = evs.first().ok_or_else(|| {
         CliError::bad_input(format!(
@@ -188,7 +196,7 @@ pub fn show(cli: &Cli, out: &Out, a: &ShowArgs) -> CliResult {
     // The rest of its batch, if it is a head.
     let mut caused = Vec::new();
     if ev.index == 0 {
-        for e in ledger.events(a.seq + 1, None, 100_000)? {
+        for e in ledger.events(a.seq + 1, cli.at, 100_000)? {
             if e.index == 0 {
                 break;
             }
@@ -266,6 +274,9 @@ pub fn replay(cli: &Cli, out: &Out, a: &ReplayArgs) -> CliResult {
     } else {
         None
     };
+    if a.verify && until.is_some() {
+        out.note("note: with --until (or --at) the replay is not compared with the live state; only the hash chain up to that event is checked");
+    }
     let matches_live = live.as_ref().map(|l| *l == report.digest);
     if out.json() {
         out.print_json(&json!({
@@ -391,6 +402,7 @@ pub fn undo(cli: &Cli, out: &Out, a: &UndoArgs) -> CliResult {
 /// Name the later events in the way, not only the jobs.
 fn undo_error(ledger: &Ledger, e: LedgerError) -> CliError {
     if let LedgerError::Decide(DecideError::UndoBlocked { target, in_the_way }) = &e {
+        let target = *target;
         let jobs: Vec<JobId> = in_the_way.iter().map(|(j, _)| *j).collect();
         let later: Vec<String> = ledger
             .events(target + 1, None, usize::MAX)
@@ -398,13 +410,40 @@ fn undo_error(ledger: &Ledger, e: LedgerError) -> CliError {
             .into_iter()
             .filter(|ev| ev.body.job_id().is_some_and(|j| jobs.contains(&j)))
             // Not the target's own batch.
-            .filter(|ev| ev.seq - ev.index as u64 != *target)
+            .filter(|ev| ev.seq - ev.index as u64 != target)
             .take(20)
             .map(|ev| format!("{} ({})", ev.seq, ev.body.kind()))
+            .collect();
+        // The heads of those events: if one of them cannot be undone, neither can the target.
+        let stuck: std::collections::BTreeSet<String> = ledger
+            .events(target + 1, None, usize::MAX)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ev| ev.body.job_id().is_some_and(|j| jobs.contains(&j)))
+            .filter(|ev| ev.seq - ev.index as u64 != target)
+            .filter_map(|ev| {
+                let head = ev.seq - ev.index as u64;
+                ledger.events(head, Some(head), 1).ok()?.into_iter().next()
+            })
+            .filter(|h| {
+                !matches!(
+                    h.body,
+                    Body::ClassificationApplied { .. }
+                        | Body::StatusReset { .. }
+                        | Body::Undone { .. }
+                )
+            })
+            .map(|h| format!("{} ({})", h.seq, h.body.kind()))
             .collect();
         let mut ce = CliError::from(e);
         ce.message
             .push_str(&format!("\nlater events in the way: {}", later.join(", ")));
+        if !stuck.is_empty() {
+            ce.message.push_str(&format!(
+                "\nevent {target} cannot be undone at all now: the jobs moved on through {} (runs and runner facts are not undoable). Decide the jobs anew instead: classify them, or `workflows reset-status`",
+                stuck.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
         return ce;
     }
     e.into()

@@ -184,7 +184,45 @@ pub type CliResult = Result<i32, CliError>;
 
 /// Parse the arguments, run the command, print, and return the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    exit::BAD_INPUT
+                } else {
+                    exit::OK
+                };
+            }
+            // With -f json, a usage error is JSON on stdout too (scripts parse stdout).
+            let args: Vec<String> = std::env::args().collect();
+            let json = args
+                .windows(2)
+                .any(|w| (w[0] == "-f" || w[0] == "--format") && w[1] == "json")
+                || args.iter().any(|a| a == "--format=json" || a == "-fjson");
+            if json {
+                let msg = e.to_string();
+                let first = msg
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"message": first, "exit_code": exit::BAD_INPUT}})
+                );
+            }
+            let _ = e.print();
+            return exit::BAD_INPUT;
+        }
+    };
     let out = Out::new(cli.format);
     let result = dispatch(&cli, &out);
     match result {

@@ -236,6 +236,8 @@ fn finish(
     wf: WorkflowId,
     passes: &[PassReport],
     stopped: &str,
+    before: u64,
+    ran: bool,
 ) -> CliResult {
     let s = ledger.state(None)?;
     let w = s
@@ -246,11 +248,14 @@ fn finish(
     let code = match reason {
         StopReason::Complete => exit::OK,
         StopReason::AwaitingClassification => exit::AWAITING_CLASSIFICATION,
+        // Without running, jobs left ready are the expected result, not a stall.
+        StopReason::Stalled if !ran => exit::OK,
         _ => exit::JOBS_FAILED,
     };
     if out.json() {
         let mut v = status_json(&s, wf, None)?;
         v["passes"] = json!(passes);
+        v["events_appended"] = super::run::events_appended(before, s.last_seq);
         v["stopped"] = json!({"reason": reason, "message": stopped});
         out.print_json(&v);
     } else {
@@ -272,7 +277,7 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
     let session = Session::open(cli, a.max_parallel)?;
     opts.stop = session.run_opts.stop.clone();
     let result = (|| {
-        session.ledger.view(a.workflow_id)?;
+        let before = session.ledger.view(a.workflow_id)?.last_seq;
         let mut runs = HashMap::new();
         let report = recover_pass(&session.ledger, a.workflow_id, &opts, &mut runs)?;
         print_pass(out, 1, &report);
@@ -283,6 +288,8 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
                 a.workflow_id,
                 &[report],
                 "interrupted",
+                before,
+                false,
             )?;
             return Ok(exit::INTERRUPTED);
         }
@@ -307,7 +314,16 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
         } else {
             "recovered and ran the jobs it put back".to_string()
         };
-        let code = finish(out, &session.ledger, a.workflow_id, &[report], &msg)?;
+        let ran = !a.dry_run && !a.no_run && retried;
+        let code = finish(
+            out,
+            &session.ledger,
+            a.workflow_id,
+            &[report],
+            &msg,
+            before,
+            ran,
+        )?;
         Ok(if session.run_opts.stop.load(Ordering::Relaxed) {
             exit::INTERRUPTED
         } else {
@@ -326,7 +342,7 @@ pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
     opts.stop = session.run_opts.stop.clone();
     let stopped_by_user = || session.run_opts.stop.load(Ordering::Relaxed);
     let result = (|| {
-        session.ledger.view(wf)?;
+        let before = session.ledger.view(wf)?.last_seq;
         let mut runs = HashMap::new();
         let mut passes = Vec::new();
         let mut n = 0u32;
@@ -391,7 +407,15 @@ pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
                 break "proposals recorded; a person applies them with `torc-ledger proposals apply ID`".into();
             }
         };
-        let code = finish(out, &session.ledger, wf, &passes, &stopped)?;
+        let code = finish(
+            out,
+            &session.ledger,
+            wf,
+            &passes,
+            &stopped,
+            before,
+            !a.recover.dry_run,
+        )?;
         Ok(if stopped_by_user() {
             exit::INTERRUPTED
         } else {

@@ -86,6 +86,7 @@ pub fn run_and_report(
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, opts.stop.clone());
     }
+    let before = ledger.runner_view(wf)?.last_seq;
     let result = runner::run_workflow(ledger, wf, &opts);
     if ledger.is_owner() {
         remote::cleanup(&ledger.dir());
@@ -151,6 +152,7 @@ pub fn run_and_report(
             "next": next,
         });
         v["jobs_run"] = json!(report.jobs_run);
+        v["events_appended"] = events_appended(before, state.last_seq);
         out.print_json(&v);
     } else {
         out.line(format!(
@@ -167,6 +169,15 @@ pub fn run_and_report(
         return Ok(exit::INTERRUPTED);
     }
     Ok(code)
+}
+
+/// The range of seqs a long write appended (all events from `before + 1` to `last`).
+pub fn events_appended(before: u64, last: u64) -> Value {
+    if last > before {
+        json!({"from": before + 1, "to": last})
+    } else {
+        Value::Null
+    }
 }
 
 pub fn counts_line(counts: &std::collections::BTreeMap<JobStatus, usize>) -> String {

@@ -345,3 +345,58 @@ fn eval_compare_lists_relabeled_cases_apart_instead_of_crashing() {
     assert_eq!(v["relabeled"][0]["id"], "c1");
     assert_eq!(v["disagreements"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn readme_promises_kept_at_the_edges() {
+    let sb = Sandbox::new();
+    sb.write("demo.yaml", include_str!("../../examples/demo.yaml"));
+    // `run -f json` says which events it appended.
+    let (code, v) = sb.json(&["run", "demo.yaml"]);
+    assert_eq!(code, 4);
+    assert_eq!(v["events_appended"]["from"], 2, "{v}");
+    assert_eq!(v["events_appended"]["to"], 28, "{v}");
+    // `show` honours --at.
+    let out = sb.run(&["show", "28", "--at", "20"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("comes after --at 20"),
+        "{}",
+        stderr(&out)
+    );
+    // Usage errors are JSON too with -f json.
+    let out = sb.run(&["-f", "json", "jobs", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["error"]["exit_code"], 2);
+    // recover --no-run leaves jobs ready: that is success (4 while jobs stay parked).
+    let sb = Sandbox::new();
+    sb.write(
+        "n.yaml",
+        "name: n\nuse_pending_failed: true\njobs:\n  - {name: a, command: 'echo \"Connection refused\" >&2; exit 1'}\n",
+    );
+    assert_eq!(sb.run(&["run", "n.yaml"]).status.code(), Some(4));
+    let out = sb.run(&["recover", "1", "--no-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(sb.json(&["jobs", "get", "1"]).1["status"], "ready");
+}
+
+#[test]
+fn undo_says_when_a_decision_can_no_longer_be_undone() {
+    let sb = Sandbox::new();
+    sb.write("c.yaml", "name: c\njobs:\n  - {name: a, command: 'exit 1'}\n  - {name: b, command: 'true', depends_on: [a]}\n");
+    assert_eq!(sb.run(&["run", "c.yaml"]).status.code(), Some(3));
+    let (_, r) = sb.json(&["workflows", "reset-status", "1", "--failed-only"]);
+    let reset = r["seqs"][0].to_string();
+    assert_eq!(
+        sb.run(&["workflows", "reinitialize", "1"]).status.code(),
+        Some(0)
+    );
+    let out = sb.run(&["undo", &reset]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("cannot be undone at all now"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("run_initialized"), "{}", stderr(&out));
+}
