@@ -185,19 +185,13 @@ fn read_items(a: &ClassifyArgs) -> Result<Vec<Classification>, CliError> {
         .collect())
 }
 
-fn job_name(s: &State, id: JobId) -> Option<String> {
-    let j = s.job(id)?;
-    let wf = s.workflow(j.workflow_id)?;
-    Some(wf.def.jobs[j.index as usize].name.clone())
-}
-
 fn results_json(s: &State, items: &[Classification], status: &str) -> Vec<Value> {
     items
         .iter()
         .map(|c| {
             let mut v = json!({
                 "job_id": c.job_id,
-                "job_name": job_name(s, c.job_id),
+                "job_name": crate::views::job_name(s, c.job_id),
                 "action": c.action.as_str(),
                 "reason": c.reason,
                 "status": status,

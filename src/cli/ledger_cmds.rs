@@ -57,11 +57,7 @@ pub struct ImportArgs {
 pub use crate::views::workflow_of;
 
 pub fn namer(s: &State) -> impl Fn(JobId) -> Option<String> + '_ {
-    move |id| {
-        let j = s.job(id)?;
-        let wf = s.workflow(j.workflow_id)?;
-        Some(wf.def.jobs[j.index as usize].name.clone())
-    }
+    move |id| crate::views::job_name(s, id)
 }
 
 fn event_json(ev: &Event, s: &State) -> Value {

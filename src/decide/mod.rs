@@ -11,7 +11,7 @@ mod undo;
 pub use classify::{validate as validate_classifications, ClassifyRequest, ItemError};
 pub use undo::undo_effects;
 
-use crate::event::{Body, Classification, Event, Exit, InitKind};
+use crate::event::{Body, Event, Exit, InitKind};
 use crate::model::{JobId, JobStatus, Seq, WorkflowDef, WorkflowId};
 use crate::state::State;
 use serde::{Deserialize, Serialize};
@@ -123,19 +123,6 @@ fn record_evaluation(e: &Evaluation) -> Result<Vec<Body>, DecideError> {
         metrics: e.metrics.clone(),
         predictions: e.predictions.clone(),
     }])
-}
-
-impl Command {
-    /// Commands that only the runner in the owning process sends.
-    pub fn is_runner_command(&self) -> bool {
-        matches!(
-            self,
-            Command::StartJob { .. }
-                | Command::FinishJob { .. }
-                | Command::InterruptJob { .. }
-                | Command::RecoveryScriptRan { .. }
-        )
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -366,13 +353,5 @@ pub(crate) fn release_dependents(ov: &mut Overlay, job_id: JobId, out: &mut Vec<
                 queue.push(d);
             }
         }
-    }
-}
-
-/// The classification items of a command, for callers that want to show them.
-pub fn items_of(cmd: &Command) -> Option<&[Classification]> {
-    match cmd {
-        Command::Classify(r) => Some(&r.items),
-        _ => None,
     }
 }

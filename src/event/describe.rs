@@ -1,6 +1,6 @@
 //! One line per event, for people: the timeline of `log` and the decision history.
 
-use super::{Body, Classification, Event, Why};
+use super::{Body, Classification, Event};
 use crate::model::{format_duration, format_memory, JobId};
 
 /// Describe an event; `name` gives a job's name when known.
@@ -212,9 +212,4 @@ pub fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
-}
-
-/// Why a status: used by describe; kept here so `Why` stays plain data.
-pub fn why_str(w: &Why) -> String {
-    crate::state::describe_why(w)
 }

@@ -263,10 +263,6 @@ impl Ledger {
         }
     }
 
-    pub fn is_remote(&self) -> bool {
-        matches!(self, Ledger::Remote(_))
-    }
-
     /// This process holds the database (from the start, or since it took over from an owner
     /// that went away): it removes the socket when it exits.
     pub fn is_owner(&self) -> bool {

@@ -106,9 +106,3 @@ pub fn kill_group(pgid: i32, signal: i32) {
         }
     }
 }
-
-/// Run a short command to completion (recovery scripts).
-pub fn run_to_end(spec: &ProcessSpec) -> std::io::Result<ProcessExit> {
-    let pid = spawn(spec)?;
-    wait(pid)
-}
