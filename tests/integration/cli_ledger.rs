@@ -1,10 +1,9 @@
 //! Decisions, proposals, undo, replay, export/import, time travel, refusals, and many
 //! processes on one ledger.
 
-use crate::common::{bin, stderr, stdout, Sandbox};
+use crate::common::{bin, stderr, stdout, wait_for, Sandbox};
 use serde_json::json;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const DEMO: &str = include_str!("../../examples/demo.yaml");
 
@@ -339,23 +338,12 @@ fn many_processes_share_one_ledger_while_run_is_running() {
         "slow.yaml",
         "name: slow\njobs:\n  - {name: wait, command: 'while [ ! -f go ]; do sleep 0.05; done'}\n",
     );
-    let run = Command::new(bin())
-        .args(["run", "slow.yaml"])
-        .current_dir(sb.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = sb.spawn(&["run", "slow.yaml"]);
     // Wait until the slow job runs (the owner serves the ledger from then on).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_for("the slow job to run", || {
         let (code, v) = sb.json(&["jobs", "list", "2"]);
-        if code == 0 && v["items"][0]["status"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slow job never started: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        code == 0 && v["items"][0]["status"] == "running"
+    });
     assert!(sb.path().join("torc_ledger/owner.sock").exists());
     // Reads, a decision and an undo from other processes, concurrently.
     let threads: Vec<_> = (0..4)
@@ -410,18 +398,8 @@ fn ctrl_c_stops_jobs_cleanly_and_run_resumes() {
         "long.yaml",
         "name: long\njobs:\n  - {name: a, command: 'if [ -f go ]; then exit 0; fi; touch started; sleep 30'}\n  - {name: b, command: 'true', depends_on: [a]}\n",
     );
-    let run = Command::new(bin())
-        .args(["run", "long.yaml"])
-        .current_dir(sb.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sb.path().join("started").exists() {
-        assert!(Instant::now() < deadline, "job never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let run = sb.spawn(&["run", "long.yaml"]);
+    wait_for("the job to start", || sb.path().join("started").exists());
     unsafe {
         libc::kill(run.id() as i32, libc::SIGINT);
     }

@@ -1,8 +1,6 @@
 //! Torc's workflow commands, and two runners on one ledger.
 
-use crate::common::{bin, stderr, stdout, Sandbox};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::common::{stderr, stdout, wait_for, Sandbox};
 
 const CHAIN: &str = "name: chain\njobs:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true', depends_on: [a]}\n";
 
@@ -87,21 +85,10 @@ fn two_runs_of_different_workflows_share_one_ledger() {
         "w2.yaml",
         "name: w2\njobs:\n  - {name: a, command: 'touch go1; echo two > two.txt'}\n  - {name: b, command: 'true', depends_on: [a]}\n",
     );
-    let first = Command::new(bin())
-        .args(["run", "w1.yaml"])
-        .current_dir(sb.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sb.path().join("torc_ledger/owner.sock").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "first run never became the owner"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let first = sb.spawn(&["run", "w1.yaml"]);
+    wait_for("the first run to become the owner", || {
+        sb.path().join("torc_ledger/owner.sock").exists()
+    });
     // The second run goes through the owner; its job lets the first finish.
     let out = sb.run(&["run", "w2.yaml"]);
     assert_eq!(

@@ -42,6 +42,19 @@ impl Sandbox {
             .expect("run torc-ledger")
     }
 
+    /// Start `torc-ledger ARGS` in the sandbox without waiting (stdout and stderr piped).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(bin())
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("TORC_LEDGER_DIR")
+            .env("USER", "tester")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start torc-ledger")
+    }
+
     /// Run with `-f json` and parse stdout.
     pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let mut a = vec!["-f", "json"];
@@ -65,4 +78,16 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Poll `f` every 20 ms until it holds; fail the test after 20 s.
+pub fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

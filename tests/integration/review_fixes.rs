@@ -1,17 +1,7 @@
 //! Behaviour that a review found wrong once: owner hand-over, idempotency keys tied to their
 //! command, bounded recovery, long ledger paths, recovery scripts and runtimes, interrupted retries.
 
-use crate::common::{bin, stderr, stdout, Sandbox};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::common::{stderr, stdout, wait_for, Sandbox};
 
 #[test]
 fn a_client_run_takes_over_when_the_owner_exits_first() {
@@ -24,13 +14,7 @@ fn a_client_run_takes_over_when_the_owner_exits_first() {
         "b.yaml",
         "name: b\njobs:\n  - {name: b1, command: 'sleep 3'}\n  - {name: b2, command: 'echo hi', depends_on: [b1]}\n",
     );
-    let owner = Command::new(bin())
-        .args(["run", "a.yaml"])
-        .current_dir(sb.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let owner = sb.spawn(&["run", "a.yaml"]);
     wait_for("the owner's socket", || {
         sb.path().join("torc_ledger/owner.sock").exists()
     });
@@ -157,13 +141,7 @@ fn a_long_ledger_path_still_gets_an_owner_socket() {
         "w.yaml",
         "name: w\njobs:\n  - {name: a, command: 'while [ ! -f go ]; do sleep 0.05; done'}\n",
     );
-    let run = Command::new(bin())
-        .args(["--ledger", ledger, "run", "w.yaml"])
-        .current_dir(sb.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = sb.spawn(&["--ledger", ledger, "run", "w.yaml"]);
     wait_for("the job to run", || {
         let (code, v) = sb.json(&["--ledger", ledger, "status", "1"]);
         code == 0 && v["jobs_by_status"]["running"] == 1
@@ -228,13 +206,7 @@ fn an_interrupted_retry_is_judged_by_the_attempt_that_finished() {
             .code(),
         Some(0)
     );
-    let run = Command::new(bin())
-        .args(["workflows", "run", "1"])
-        .current_dir(sb.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = sb.spawn(&["workflows", "run", "1"]);
     wait_for("the retry to start", || sb.path().join("started").exists());
     unsafe {
         libc::kill(run.id() as i32, libc::SIGINT);
