@@ -139,17 +139,13 @@ pub fn decision(state: &State, seq: Seq) -> Option<Value> {
         .map(|it| {
             let job = state.job(it.job_id);
             // The attempt this decision put the job back for (linked by the fold).
-            let next = job.and_then(|j| {
-                j.attempts
-                    .iter()
-                    .find(|a| a.decision == Some(seq) && !a.interrupted)
-            });
+            let next = job.and_then(|j| j.attempt_for(seq));
             let outcome = match (it.action, next) {
                 (crate::model::Action::Fail, _) => "failed by this decision",
                 (_, None) => "not run yet",
                 (_, Some(a)) => match &a.exit {
                     None => "running",
-                    Some(e) if e.return_code == 0 && !e.timed_out => "retry succeeded",
+                    Some(e) if e.succeeded() => "retry succeeded",
                     Some(_) => "retry failed again",
                 },
             };
@@ -258,13 +254,9 @@ pub fn stats(state: &State, wf: Option<WorkflowId>) -> Vec<Value> {
             match it.action {
                 crate::model::Action::Retry => {
                     t.retries += 1;
-                    let next = job.and_then(|j| {
-                        j.attempts
-                            .iter()
-                            .find(|a| a.decision == Some(c.seq) && !a.interrupted)
-                    });
+                    let next = job.and_then(|j| j.attempt_for(c.seq));
                     match next.and_then(|a| a.exit.as_ref()) {
-                        Some(e) if e.return_code == 0 && !e.timed_out => t.retry_succeeded += 1,
+                        Some(e) if e.succeeded() => t.retry_succeeded += 1,
                         Some(_) => t.retry_failed_again += 1,
                         None => t.retry_pending += 1,
                     }

@@ -307,7 +307,7 @@ pub fn outcomes(
                 runtime_factor: factor(it.runtime_seconds, runtime),
             };
             let resources = it.memory_bytes.is_some() || it.runtime_seconds.is_some();
-            let ok = next_exit.return_code == 0 && !next_exit.timed_out;
+            let ok = next_exit.succeeded();
             let (label, adjust, rationale) = if ok && resources {
                 if adjust.is_empty() {
                     skipped.push(skip(
@@ -354,9 +354,7 @@ pub fn outcomes(
                 if let Some(later) = job.attempts.iter().find(|a| {
                     a.started_seq > next.started_seq
                         && !a.interrupted
-                        && a.exit
-                            .as_ref()
-                            .is_some_and(|e| e.return_code == 0 && !e.timed_out)
+                        && a.exit.as_ref().is_some_and(|e| e.succeeded())
                 }) {
                     skipped.push(skip(format!(
                         "failed the same way on attempt {}, but attempt {} succeeded later: transient, not permanent",

@@ -157,10 +157,7 @@ fn decision_link(s: &State, ev: &Event) -> String {
     });
     match attempt.and_then(|a| a.decision.map(|d| (a, d))) {
         Some((a, d)) if finished => {
-            let ok = a
-                .exit
-                .as_ref()
-                .is_some_and(|e| e.return_code == 0 && !e.timed_out);
+            let ok = a.exit.as_ref().is_some_and(|e| e.succeeded());
             format!(
                 "  [retry decided by event {d} {}]",
                 if ok { "succeeded" } else { "failed again" }

@@ -276,7 +276,7 @@ pub fn finish_job(state: &State, job_id: JobId, exit: &Exit) -> Result<Vec<Body>
         exit: exit.clone(),
     }];
     let mut ov = Overlay::new(state);
-    if exit.return_code == 0 && !exit.timed_out {
+    if exit.succeeded() {
         out.push(change(j, JobStatus::Completed, Why::Finished));
         ov.changes.insert(job_id, JobStatus::Completed);
         release_dependents(&mut ov, job_id, &mut out);

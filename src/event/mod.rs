@@ -156,6 +156,13 @@ pub struct Exit {
     pub timed_out: bool,
 }
 
+impl Exit {
+    /// The job did its work: exit 0 and not killed at its runtime limit.
+    pub fn succeeded(&self) -> bool {
+        self.return_code == 0 && !self.timed_out
+    }
+}
+
 /// The event bodies, format version 1. Append new variants only at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -229,13 +229,9 @@ fn failed_retries(s: &State, j: &Job) -> u32 {
             })
         })
         .filter(|d| {
-            j.attempts.iter().any(|a| {
-                a.decision == Some(**d)
-                    && !a.interrupted
-                    && a.exit
-                        .as_ref()
-                        .is_some_and(|e| e.return_code != 0 || e.timed_out)
-            })
+            j.attempt_for(**d)
+                .and_then(|a| a.exit.as_ref())
+                .is_some_and(|e| !e.succeeded())
         })
         .count() as u32
 }

@@ -71,6 +71,15 @@ pub struct Job {
     pub decisions: Vec<Seq>,
 }
 
+impl Job {
+    /// The attempt a decision put the job back for (interrupted attempts say nothing about it).
+    pub fn attempt_for(&self, decision: Seq) -> Option<&Attempt> {
+        self.attempts
+            .iter()
+            .find(|a| a.decision == Some(decision) && !a.interrupted)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Proposal {
     pub id: Seq,
