@@ -682,7 +682,7 @@ fn load_run(cli: &Cli, ledger: &Ledger, seq: Seq) -> Result<RunRecord, CliError>
         return Err(CliError::bad_input(format!(
             "run {seq} does not exist (the ledger at {} has {} events); see `torc-ledger eval history`",
             cli.ledger.display(),
-            ledger.state(None)?.last_seq
+            ledger.last_seq()?
         )));
     };
     if let Some(at) = cli.at {

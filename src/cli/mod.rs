@@ -277,7 +277,7 @@ pub(crate) fn open_existing(cli: &Cli) -> Result<Ledger, CliError> {
 /// The state a read command answers from: now, or `--at SEQ`.
 pub(crate) fn read_state(cli: &Cli, ledger: &Ledger) -> Result<crate::state::State, CliError> {
     if let Some(at) = cli.at {
-        let last = ledger.state(None)?.last_seq;
+        let last = ledger.last_seq()?;
         if at > last {
             return Err(CliError::bad_input(format!(
                 "--at {at} is past the last event ({last}); see `torc-ledger log`"

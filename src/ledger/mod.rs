@@ -179,6 +179,14 @@ impl Ledger {
         }
     }
 
+    /// The seq of the last event (without copying the state).
+    pub fn last_seq(&self) -> Result<Seq, LedgerError> {
+        match self {
+            Ledger::Local(l) => Ok(l.last_seq()),
+            Ledger::Remote(r) => r.last_seq(),
+        }
+    }
+
     /// What a command would append, without appending anything.
     pub fn preview(&self, cmd: Command) -> Result<Vec<crate::event::Body>, LedgerError> {
         match self {
