@@ -36,7 +36,6 @@ pub fn create(
     ledger: &Ledger,
     parsed: crate::spec::ParsedSpec,
 ) -> Result<(WorkflowId, Vec<u64>), CliError> {
-    let wf_id = ledger.state(None)?.next_workflow_id();
     let appended = ledger.execute(
         Command::CreateWorkflow {
             def: parsed.def,
@@ -48,7 +47,13 @@ pub fn create(
     let ev = ledger.events(appended.head(), Some(appended.head()), 1)?;
     let id = match ev.first().map(|e| &e.body) {
         Some(crate::event::Body::WorkflowCreated { workflow_id, .. }) => *workflow_id,
-        _ => wf_id,
+        other => {
+            return Err(CliError::internal(format!(
+                "event {} should record the new workflow but is {:?}",
+                appended.head(),
+                other.map(|b| b.kind())
+            )))
+        }
     };
     Ok((id, appended.seqs))
 }
