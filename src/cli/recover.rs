@@ -277,7 +277,7 @@ pub fn recover(cli: &Cli, out: &Out, a: &RecoverArgs) -> CliResult {
     let session = Session::open(cli, a.max_parallel)?;
     opts.stop = session.run_opts.stop.clone();
     let result = (|| {
-        let before = session.ledger.view(a.workflow_id)?.last_seq;
+        let before = session.ledger.runner_view(a.workflow_id)?.last_seq;
         let mut runs = HashMap::new();
         let report = recover_pass(&session.ledger, a.workflow_id, &opts, &mut runs)?;
         print_pass(out, 1, &report);
@@ -342,7 +342,7 @@ pub fn watch(cli: &Cli, out: &Out, a: &WatchArgs) -> CliResult {
     opts.stop = session.run_opts.stop.clone();
     let stopped_by_user = || session.run_opts.stop.load(Ordering::Relaxed);
     let result = (|| {
-        let before = session.ledger.view(wf)?.last_seq;
+        let before = session.ledger.runner_view(wf)?.last_seq;
         let mut runs = HashMap::new();
         let mut passes = Vec::new();
         let mut n = 0u32;

@@ -194,7 +194,7 @@ pub fn dispatch(cli: &Cli, out: &Out, c: &WorkflowsCmd) -> CliResult {
             no_at(cli, "workflows run")?;
             let ledger = Ledger::open_owner(&cli.ledger)?;
             // Fail early with a clear message for an unknown workflow.
-            ledger.view(*workflow_id)?;
+            ledger.runner_view(*workflow_id)?;
             run_and_report(cli, out, &ledger, *workflow_id, *max_parallel)
         }
     }

@@ -1,6 +1,6 @@
 //! The owner: store + in-memory state, commands serialised, writes group-committed.
 
-use super::{Appended, Ctx, LedgerError, VerifyReport, WorkflowView};
+use super::{Appended, Ctx, LedgerError, VerifyReport};
 use crate::decide::{decide, Command, DecideError};
 use crate::event::codec::{self, ExportLine};
 use crate::event::{Envelope, Event};
@@ -317,18 +317,6 @@ impl LocalLedger {
     /// Run a closure on the current state without copying it.
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.state.lock().unwrap())
-    }
-
-    pub fn view(&self, workflow_id: WorkflowId) -> Result<WorkflowView, LedgerError> {
-        let s = self.state.lock().unwrap();
-        let wf = s
-            .workflow(workflow_id)
-            .ok_or(DecideError::UnknownWorkflow(workflow_id))?;
-        Ok(WorkflowView {
-            workflow: wf.clone(),
-            jobs: s.jobs_of(wf).to_vec(),
-            last_seq: s.last_seq,
-        })
     }
 
     pub fn runner_view(

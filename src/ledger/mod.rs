@@ -14,7 +14,7 @@ pub use local::LocalLedger;
 use crate::decide::{Command, DecideError};
 use crate::event::{Actor, Event};
 use crate::model::{Seq, WorkflowId};
-use crate::state::{Job, RunnerView, State, Workflow};
+use crate::state::{RunnerView, State};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -93,14 +93,6 @@ pub struct VerifyReport {
     pub chain_ok: bool,
     /// The first event that does not verify, and why.
     pub first_bad: Option<(Seq, String)>,
-}
-
-/// A workflow and its jobs, for the runner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkflowView {
-    pub workflow: Workflow,
-    pub jobs: Vec<Job>,
-    pub last_seq: Seq,
 }
 
 /// One ledger, however it is reached.
@@ -207,13 +199,6 @@ impl Ledger {
         match self {
             Ledger::Local(l) => l.runner_view(workflow_id),
             Ledger::Remote(r) => r.runner_view(workflow_id),
-        }
-    }
-
-    pub fn view(&self, workflow_id: WorkflowId) -> Result<WorkflowView, LedgerError> {
-        match self {
-            Ledger::Local(l) => l.view(workflow_id),
-            Ledger::Remote(r) => r.view(workflow_id),
         }
     }
 

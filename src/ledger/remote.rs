@@ -1,9 +1,7 @@
 //! The owner's endpoint: a Unix socket (mode 0600) in the ledger directory, and the client that
 //! other processes use. Frames are a u32 little-endian length and a bincode payload.
 
-use super::{
-    Appended, Ctx, LedgerError, LocalLedger, VerifyReport, WorkflowView, OWNER_INFO, SOCKET,
-};
+use super::{Appended, Ctx, LedgerError, LocalLedger, VerifyReport, OWNER_INFO, SOCKET};
 use crate::decide::Command;
 use crate::event::Event;
 use crate::model::{Seq, WorkflowId};
@@ -22,7 +20,6 @@ enum Request {
     Execute(Command, Ctx),
     Preview(Command),
     State(Option<Seq>),
-    View(WorkflowId),
     RunnerView(WorkflowId),
     Events(Seq, Option<Seq>, u64),
     Verify(Option<Seq>),
@@ -37,7 +34,6 @@ enum Response {
     Appended(Appended),
     Bodies(Vec<crate::event::Body>),
     State(Box<State>),
-    View(Box<WorkflowView>),
     RunnerView(Box<crate::state::RunnerView>),
     Events(Vec<Event>),
     Verify(VerifyReport),
@@ -126,7 +122,6 @@ fn dispatch(
         Request::Execute(cmd, ctx) => ledger.execute(cmd, ctx).map(Response::Appended),
         Request::Preview(cmd) => ledger.preview(cmd).map(Response::Bodies),
         Request::State(at) => ledger.state(at).map(|s| Response::State(Box::new(s))),
-        Request::View(wf) => ledger.view(wf).map(|v| Response::View(Box::new(v))),
         Request::RunnerView(wf) => ledger
             .runner_view(wf)
             .map(|v| Response::RunnerView(Box::new(v))),
@@ -322,13 +317,6 @@ impl RemoteLedger {
     pub fn state(&self, at: Option<Seq>) -> Result<State, LedgerError> {
         match self.call(Request::State(at))? {
             Response::State(s) => Ok(*s),
-            _ => Err(Self::unexpected()),
-        }
-    }
-
-    pub fn view(&self, wf: WorkflowId) -> Result<WorkflowView, LedgerError> {
-        match self.call(Request::View(wf))? {
-            Response::View(v) => Ok(*v),
             _ => Err(Self::unexpected()),
         }
     }
